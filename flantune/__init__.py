@@ -1,0 +1,27 @@
+"""flantune: FLAN-style multi-task instruction tuning in JAX, built on SeqIO."""
+
+from flantune.data import (
+    FewShotConfig,
+    Template,
+    cot_template,
+    examples_proportional,
+    inverted,
+    mixture,
+    task,
+    temperature_scaled,
+)
+
+__version__ = "0.1.0"
+
+
+def registered_task_names() -> list[str]:
+    """Every task name in SeqIO's registry (flantune's and plain seqio tasks)."""
+    import seqio
+
+    return sorted(seqio.TaskRegistry.names())
+
+
+__all__ = [
+    "FewShotConfig", "Template", "cot_template", "examples_proportional", "inverted", "mixture",
+    "registered_task_names", "task", "temperature_scaled",
+]

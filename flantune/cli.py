@@ -1,0 +1,145 @@
+"""The ``flantune`` command line: the only place that knows about gin and argv.
+
+t5x conventions: ``--gin_file=F`` (repeatable), ``--gin.NAME=VALUE`` bindings and macros
+(``--gin.MIXTURE_OR_TASK_NAME="'demo'"``), ``--gin_search_path=DIR``; task modules are imported
+with ``--module_import`` (default: ``tasks``, flantune's own task definitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+import gin
+
+from flantune.data.errors import DataError
+from flantune.data.vocabulary import set_vocabulary
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@gin.configurable(module="flantune")
+def vocabulary(path: str | None = None, extra_ids: int = 0) -> None:
+    """Selects the SentencePiece model all tasks use (None = the shipped demo vocabulary)."""
+    set_vocabulary(path, extra_ids)
+
+
+class CliError(Exception):
+    """A user error on the command line, printed without a traceback."""
+
+
+def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--gin.NAME=VALUE`` bindings (argparse cannot express them) from the rest."""
+    bindings, rest = [], []
+    for arg in argv:
+        if arg.startswith("--gin."):
+            name, sep, value = arg[len("--gin."):].partition("=")
+            if not sep or not name:
+                raise CliError(f"Malformed gin binding '{arg}': write --gin.NAME=VALUE.")
+            bindings.append(f"{name} = {value}")
+        else:
+            rest.append(arg)
+    return bindings, rest
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str]) -> None:
+    """Parses gin files and bindings, turning gin's errors into ones naming the culprit."""
+    for path in search_paths:
+        gin.add_config_file_search_path(path)
+    for path in files:
+        if not any(os.path.exists(os.path.join(p, path)) for p in ["", *search_paths]):
+            raise CliError(f"Gin file '{path}' not found (searched: . and {list(search_paths)}).")
+    try:
+        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+    except (ValueError, KeyError, SyntaxError) as err:
+        raise CliError(f"Bad gin configuration: {err}") from None
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise CliError(f"Cannot import task module '{module}' ({err}). Pass the module that "
+                           "registers your tasks with --module_import=package.module.") from None
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gin_file", action="append", default=[], help="gin config file")
+    parser.add_argument("--gin_search_path", action="append", default=[],
+                        help="directory searched for gin files")
+    parser.add_argument("--module_import", action="append", default=None,
+                        help="module registering tasks/mixtures (default: tasks)")
+
+
+def _feature_lengths(text: str) -> dict[str, int]:
+    try:
+        pairs = [part.split("=") for part in text.split(",") if part]
+        return {key.strip(): int(value) for key, value in pairs}
+    except ValueError:
+        raise CliError(f"--task_feature_lengths '{text}': write e.g. inputs=512,targets=128.")\
+            from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flantune", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser(
+        "inspect", help="show what a task or mixture feeds the model",
+        description="Rates, expected vs realized shares, token lengths, truncation and rendered "
+                    "examples of a task or mixture.")
+    inspect.add_argument("name", nargs="?", help="task or mixture (default: gin "
+                         "MIXTURE_OR_TASK_NAME)")
+    inspect.add_argument("--examples", type=int, default=2000, help="slots to sample")
+    inspect.add_argument("--split", default="train")
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--rendered", type=int, default=3, help="examples to print")
+    inspect.add_argument("--task_feature_lengths", type=_feature_lengths, default=None,
+                         help="e.g. inputs=512,targets=128 (default: gin TASK_FEATURE_LENGTHS)")
+    _common_arguments(inspect)
+    return parser
+
+
+def _macro(name: str, default=None):
+    try:
+        return gin.query_parameter(f"%{name}")
+    except ValueError:
+        return default
+
+
+def run_inspect(args: argparse.Namespace) -> None:
+    from flantune.data.report import mixture_report
+    from flantune.inspect_view import print_report
+
+    name = args.name or _macro("MIXTURE_OR_TASK_NAME")
+    if not name:
+        raise CliError("Name a task or mixture: flantune inspect NAME (or bind "
+                       "MIXTURE_OR_TASK_NAME in a gin file).")
+    lengths = args.task_feature_lengths or _macro("TASK_FEATURE_LENGTHS") or {
+        "inputs": 512, "targets": 128}
+    report = mixture_report(name, num_examples=args.examples, split=args.split, seed=args.seed,
+                            task_feature_lengths=lengths, num_rendered=args.rendered)
+    print_report(report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        bindings, rest = split_gin_args(argv)
+        args = build_parser().parse_args(rest)
+        parse_gin(args.gin_file, bindings, args.gin_search_path)
+        vocabulary()
+        import_modules(args.module_import or ["tasks"])
+        if args.command == "inspect":
+            run_inspect(args)
+    except (CliError, DataError) as err:
+        print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
