@@ -163,6 +163,15 @@ def _preview(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _existing_file(path: str | os.PathLike[str], kind: str, task: str | None) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        problem = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise DataError(f"{_task_prefix(task)}{kind} file {path} {problem} (working directory "
+                        f"{os.getcwd()}).")
+    return path
+
+
 def _located(path: str, line: int, sub: int, count: int) -> str:
     base = f"{path}:{line}"
     return base if count == 1 else f"{base} (record {sub + 1} of {count} from this line)"
@@ -183,7 +192,7 @@ class JsonlSource(RecordSource):
     def __init__(self, path: str | os.PathLike[str], *, format: Format = None,  # noqa: A002
                  fields: Sequence[str] | None = None, on_bad_record: OnBadRecord = "raise",
                  task: str | None = None):
-        self.path = os.fspath(path)
+        self.path = _existing_file(path, "JSONL", task)
         self._checker = _RecordChecker(fmt=format, fields=fields, on_bad_record=on_bad_record,
                                        task=task)
         self.skipped = self._checker.skipped
@@ -252,8 +261,8 @@ class JsonlSource(RecordSource):
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise RecordError(
-                f"invalid UTF-8 byte {data[err.start:err.start + 1]!r} at column {err.start + 1} "
-                f"(file byte offset {offset + err.start}); re-encode the file as UTF-8, "
+                f"invalid UTF-8 byte {data[err.start:err.start + 1]!r} at byte {err.start + 1} of "
+                f"the line (file byte offset {offset + err.start}); re-encode the file as UTF-8, "
                 "e.g. `iconv -f latin1 -t utf-8`") from None
         try:
             return json.loads(text.rstrip("\r\n"))
@@ -309,7 +318,7 @@ class CsvSource(RecordSource):
     def __init__(self, path: str | os.PathLike[str], *, format: Format = None,  # noqa: A002
                  fields: Sequence[str] | None = None, delimiter: str = ",",
                  on_bad_record: OnBadRecord = "raise", task: str | None = None):
-        self.path = os.fspath(path)
+        self.path = _existing_file(path, "CSV", task)
         self.delimiter = delimiter
         self._checker = _RecordChecker(fmt=format, fields=fields, on_bad_record=on_bad_record,
                                        task=task)
