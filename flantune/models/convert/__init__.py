@@ -1,0 +1,17 @@
+"""Hugging Face checkpoint conversion (config.json + safetensors, optionally sharded)."""
+
+from flantune.models.convert.checkpoint import (
+    config_from_hf_dict,
+    config_to_hf_dict,
+    load_hf_checkpoint,
+    save_hf_checkpoint,
+)
+from flantune.models.convert.errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "config_from_hf_dict",
+    "config_to_hf_dict",
+    "load_hf_checkpoint",
+    "save_hf_checkpoint",
+]

@@ -1,0 +1,107 @@
+"""Decoder-only Llama / Mistral family: RMSNorm, RoPE, SwiGLU, grouped-query attention, optional
+sliding window, tied or untied output; causal or PrefixLM masks with packed segments."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flantune.models import masks
+from flantune.models.config import DecoderConfig
+from flantune.models.layers import (
+    Attention,
+    Dense,
+    Embed,
+    LayerStack,
+    Mlp,
+    RMSNorm,
+    constrain,
+    dropout,
+    resolve_dropout_key,
+    split_key,
+)
+from flantune.models.positions import apply_rotary, rope_inverse_frequencies, rotary_tables
+
+EMBED_AXES = ("batch", "length", "embed")
+
+
+def _dtypes(config: DecoderConfig) -> dict:
+    return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
+
+
+def _norm(config: DecoderConfig, rngs: nnx.Rngs) -> RMSNorm:
+    return RMSNorm(config.emb_dim, epsilon=config.rms_norm_epsilon, rngs=rngs, **_dtypes(config))
+
+
+class DecoderOnlyLayer(nnx.Module):
+    """Pre-norm self-attention with RoPE, then a gated MLP."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        self.attention_norm = _norm(config, rngs)
+        self.attention = Attention(config.emb_dim, config.num_heads, config.num_kv_heads,
+                                   config.head_dim, scale_logits=True,
+                                   dropout_rate=config.dropout_rate, rngs=rngs, **_dtypes(config))
+        self.mlp_norm = _norm(config, rngs)
+        self.mlp = Mlp(config.emb_dim, config.mlp_dim, activation=config.mlp_activation,
+                       gated=True, dropout_rate=config.dropout_rate, rngs=rngs, **_dtypes(config))
+        self.dropout_rate = config.dropout_rate
+
+    def __call__(self, x: jax.Array, bias: jax.Array, cos: jax.Array, sin: jax.Array, *,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        keys = split_key(dropout_key, 4)
+
+        def rotary(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        h = self.attention_norm(x)
+        h = self.attention(h, h, bias, rotary=rotary, dropout_key=keys[0])
+        x = x + dropout(h, self.dropout_rate, keys[1])
+        h = self.mlp(self.mlp_norm(x), dropout_key=keys[2])
+        x = x + dropout(h, self.dropout_rate, keys[3])
+        return constrain(x, EMBED_AXES)
+
+
+class DecoderOnly(nnx.Module):
+    """Llama / Mistral taking SeqIO's decoder-only (and PrefixLM) feature names."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.token_embedder = Embed(config.vocab_size, config.emb_dim, init_stddev=0.02,
+                                    rngs=rngs, **_dtypes(config))
+        self.layers = LayerStack(lambda r: DecoderOnlyLayer(config, rngs=r), config.num_layers,
+                                 scan=config.scan_layers, remat=config.remat, rngs=rngs)
+        self.final_norm = _norm(config, rngs)
+        if not config.tie_word_embeddings:
+            self.logits_dense = Dense(config.emb_dim, config.vocab_size, ("embed", "vocab"),
+                                      rngs=rngs, **_dtypes(config))
+
+    def __call__(self, decoder_input_tokens: jax.Array, *,
+                 decoder_segment_ids: jax.Array | None = None,
+                 decoder_positions: jax.Array | None = None,
+                 decoder_causal_attention: jax.Array | None = None,
+                 deterministic: bool = True,
+                 dropout_rng: jax.Array | None = None) -> jax.Array:
+        """Logits [b, length, vocab] (float32). `dropout_rng` is required when not
+        deterministic and dropout_rate > 0."""
+        config = self.config
+        batch, length = decoder_input_tokens.shape
+        mask = masks.decoder_only_mask(length, segment_ids=decoder_segment_ids,
+                                       causal_attention=decoder_causal_attention,
+                                       sliding_window=config.sliding_window)
+        bias = masks.mask_to_bias(mask)
+        if decoder_positions is None:
+            decoder_positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+        inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta,
+                                            config.rope_scaling)
+        cos, sin = rotary_tables(decoder_positions, inv_freq)
+        keys = split_key(resolve_dropout_key(config.dropout_rate, deterministic, dropout_rng), 2)
+        x = self.token_embedder(decoder_input_tokens)
+        x = constrain(dropout(x, config.dropout_rate, keys[0]), EMBED_AXES)
+        x = self.layers(x, bias, cos, sin, dropout_key=keys[1])
+        x = self.final_norm(x)
+        if config.tie_word_embeddings:
+            logits = self.token_embedder.attend(x)
+        else:
+            logits = self.logits_dense(x)
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))

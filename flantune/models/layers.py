@@ -1,0 +1,282 @@
+"""Layers shared by the encoder-decoder and decoder-only families, written once.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `mlp`, `heads`, `kv`, ...) as
+`out_sharding` metadata without eager sharding; the trainer maps them to mesh axes with rules.
+Activations are constrained by logical name only. Parameters live in `param_dtype`; arithmetic
+runs in `dtype`, with normalisation statistics and softmax always in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Large finite negative number added to masked attention logits. Finite (not -inf) so a row with
+# every key masked (a padding query) yields a uniform softmax instead of NaN.
+MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+
+Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+}
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    """Constrains an activation's sharding by logical axis names (a no-op without rules/mesh)."""
+    return nn.with_logical_constraint(x, tuple(axes))
+
+
+def logical_param(
+    rngs: nnx.Rngs,
+    init: Callable[..., jax.Array],
+    shape: Sequence[int],
+    axes: Sequence[str | None],
+    param_dtype: jnp.dtype,
+) -> nnx.Param:
+    """Creates a parameter annotated with logical axis names (never mesh axes)."""
+    if len(shape) != len(axes):
+        raise ValueError(
+            f"parameter shape {tuple(shape)} and logical axes {tuple(axes)} differ in rank")
+    value = init(rngs.params(), tuple(shape), param_dtype)
+    return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity when `key` is None (deterministic) or `rate` is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def resolve_dropout_key(rate: float, deterministic: bool,
+                        rng: jax.Array | None) -> jax.Array | None:
+    """The key dropout should use: None when deterministic or rate is 0, else `rng` (required)."""
+    if deterministic or rate == 0.0:
+        return None
+    if rng is None:
+        raise ValueError(f"dropout_rate={rate} with deterministic=False needs dropout_rng "
+                         "(a jax.random key); pass one or set deterministic=True.")
+    return rng
+
+
+def split_key(key: jax.Array | None, num: int) -> list[jax.Array | None]:
+    """Splits a dropout key into `num` keys, or returns `num` Nones when deterministic."""
+    if key is None:
+        return [None] * num
+    return list(jax.random.split(key, num))
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm with a learned scale and no bias or mean subtraction (T5, Llama)."""
+
+    def __init__(self, dim: int, *, epsilon: float, dtype: jnp.dtype, param_dtype: jnp.dtype,
+                 rngs: nnx.Rngs):
+        self.scale = logical_param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
+        self.epsilon = epsilon
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        normed = (x32 * jax.lax.rsqrt(variance + self.epsilon)).astype(self.dtype)
+        return self.scale.get_value().astype(self.dtype) * normed
+
+
+class Embed(nnx.Module):
+    """Token embedding table [vocab, embed]; `attend` reuses it as a tied output projection."""
+
+    def __init__(self, num_embeddings: int, dim: int, *, dtype: jnp.dtype, param_dtype: jnp.dtype,
+                 init_stddev: float, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(stddev=init_stddev)
+        self.embedding = logical_param(rngs, init, (num_embeddings, dim), ("vocab", "embed"),
+                                       param_dtype)
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        table = self.embedding.get_value().astype(self.dtype)
+        return jnp.take(table, ids, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        table = self.embedding.get_value().astype(self.dtype)
+        return jnp.einsum("ble,ve->blv", x, table)
+
+
+class Dense(nnx.Module):
+    """A bias-free projection with kernel [in, out]."""
+
+    def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, dtype: jnp.dtype,
+                 param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+        self.kernel = logical_param(rngs, init, (in_dim, out_dim), axes, param_dtype)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum("...i,io->...o", x, self.kernel.get_value().astype(self.dtype))
+
+
+class Mlp(nnx.Module):
+    """Feed-forward block: gated (`act(x wi_0) * (x wi_1)`, e.g. gated-GELU, SwiGLU) or plain
+    (`act(x wi)`), followed by `wo`."""
+
+    def __init__(self, emb_dim: int, mlp_dim: int, *, activation: str, gated: bool,
+                 dropout_rate: float, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        def dense(i: int, o: int, axes: tuple[str, str]) -> Dense:
+            return Dense(i, o, axes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+        self.gated = gated
+        if gated:
+            self.wi_0 = dense(emb_dim, mlp_dim, ("embed", "mlp"))
+            self.wi_1 = dense(emb_dim, mlp_dim, ("embed", "mlp"))
+        else:
+            self.wi = dense(emb_dim, mlp_dim, ("embed", "mlp"))
+        self.wo = dense(mlp_dim, emb_dim, ("mlp", "embed"))
+        self.activation = activation
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        act = ACTIVATION_FNS[self.activation]
+        if self.gated:
+            hidden = act(self.wi_0(x)) * self.wi_1(x)
+        else:
+            hidden = act(self.wi(x))
+        hidden = constrain(hidden, ("batch", "length", "mlp"))
+        hidden = dropout(hidden, self.dropout_rate, dropout_key)
+        return self.wo(hidden)
+
+
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
+                          *, scale: float, dropout_rate: float = 0.0,
+                          dropout_key: jax.Array | None = None) -> jax.Array:
+    """Grouped-query attention core.
+
+    query [b, q, heads, d]; key, value [b, k, kv_heads, d]; bias broadcastable to
+    [b, heads, q, k] (relative position bias and/or MASK_VALUE on masked pairs, added once per
+    forward by the caller). Heads are grouped as [kv_heads, heads // kv_heads] so keys and values
+    are never repeated in memory. Returns [b, q, heads, d].
+    """
+    b, q_len, num_heads, head_dim = query.shape
+    num_kv_heads = key.shape[2]
+    groups = num_heads // num_kv_heads
+    if scale != 1.0:
+        query = query * jnp.asarray(scale, query.dtype)
+    query = query.reshape(b, q_len, num_kv_heads, groups, head_dim)
+    logits = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
+    bias = bias.astype(jnp.float32)
+    # Per-head bias [B, heads, q, k] -> [B, kv_heads, groups, q, k]; a head-shared one broadcasts.
+    bias_heads = (1, 1) if bias.shape[1] == 1 else (num_kv_heads, groups)
+    bias = bias.reshape(bias.shape[0], *bias_heads, bias.shape[-2], bias.shape[-1])
+    weights = jax.nn.softmax(logits + bias, axis=-1).astype(value.dtype)
+    weights = dropout(weights, dropout_rate, dropout_key)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", weights, value)
+    return out.reshape(b, q_len, num_heads, head_dim)
+
+
+class Attention(nnx.Module):
+    """Multi-head / grouped-query attention with kernels [embed, heads, kv] and [heads, kv, embed].
+
+    Split into `project_query`, `project_key_value`, `dot_product_attention` and `project_out` so
+    a key/value cache can slot in between the projections and the core.
+    """
+
+    def __init__(self, emb_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
+                 scale_logits: bool, dropout_rate: float, dtype: jnp.dtype,
+                 param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                 in_axis=0, out_axis=(1, 2))
+        out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                     in_axis=(0, 1), out_axis=2)
+        self.query = logical_param(rngs, init, (emb_dim, num_heads, head_dim),
+                                   ("embed", "heads", "kv"), param_dtype)
+        self.key = logical_param(rngs, init, (emb_dim, num_kv_heads, head_dim),
+                                 ("embed", "heads", "kv"), param_dtype)
+        self.value = logical_param(rngs, init, (emb_dim, num_kv_heads, head_dim),
+                                   ("embed", "heads", "kv"), param_dtype)
+        self.out = logical_param(rngs, out_init, (num_heads, head_dim, emb_dim),
+                                 ("heads", "kv", "embed"), param_dtype)
+        self.scale = head_dim ** -0.5 if scale_logits else 1.0
+        self.dropout_rate = dropout_rate
+        self.dtype = dtype
+
+    def _kernel(self, param: nnx.Param) -> jax.Array:
+        return param.get_value().astype(self.dtype)
+
+    def project_query(self, x: jax.Array) -> jax.Array:
+        q = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.query))
+        return constrain(q, ("batch", "length", "heads", "kv"))
+
+    def project_key_value(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.key))
+        v = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.value))
+        names = ("batch", "length", "heads", "kv")
+        return constrain(k, names), constrain(v, names)
+
+    def project_out(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum("blhd,hde->ble", x, self._kernel(self.out))
+
+    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array, *,
+                 rotary: Rotary | None = None,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        q = self.project_query(inputs_q)
+        k, v = self.project_key_value(inputs_kv)
+        if rotary is not None:
+            q, k = rotary(q, k)
+        out = dot_product_attention(q, k, v, bias, scale=self.scale,
+                                    dropout_rate=self.dropout_rate, dropout_key=dropout_key)
+        return self.project_out(out)
+
+
+class LayerStack(nnx.Module):
+    """`num_layers` identical layers, either a Python list or, with `scan=True`, one module with
+    parameters stacked on a leading `layers` axis applied by `nnx.scan` (constant compile time).
+    With `remat=True` each layer's activations are recomputed in the backward pass.
+
+    A layer is called as `layer(x, *args, dropout_key=key)` and returns the new `x`.
+    """
+
+    def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, *,
+                 scan: bool, remat: bool, rngs: nnx.Rngs):
+        self.num_layers = num_layers
+        self.scan = scan
+        self.remat = remat
+        if scan:
+            @nnx.split_rngs(splits=num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def create(layer_rngs: nnx.Rngs) -> nnx.Module:
+                return make_layer(layer_rngs)
+
+            self.layers = create(rngs)
+        else:
+            self.layers = nnx.List([make_layer(rngs) for _ in range(num_layers)])
+
+    def __call__(self, x: jax.Array, *args: jax.Array,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        def apply(layer: nnx.Module, h: jax.Array, key: jax.Array | None,
+                  *layer_args: jax.Array) -> jax.Array:
+            return layer(h, *layer_args, dropout_key=key)
+
+        if self.remat:
+            apply = nnx.remat(apply)
+        keys = None if dropout_key is None else jax.random.split(dropout_key, self.num_layers)
+        if not self.scan:
+            for i, layer in enumerate(self.layers):
+                x = apply(layer, x, None if keys is None else keys[i], *args)
+            return x
+
+        key_axis = None if keys is None else 0
+
+        @nnx.scan(in_axes=(nnx.Carry, 0, key_axis) + (None,) * len(args), out_axes=nnx.Carry,
+                  transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def step(h: jax.Array, layer: nnx.Module, key: jax.Array | None,
+                 *layer_args: jax.Array) -> jax.Array:
+            return apply(layer, h, key, *layer_args)
+
+        return step(x, self.layers, keys, *args)

@@ -1,0 +1,193 @@
+"""Encoder-decoder T5: v1.0 (ReLU MLP, tied scaled output) and v1.1 / Flan-T5 (gated-GELU MLP,
+untied output head). Pre-norm RMSNorm blocks; relative position bias computed in the first layer
+of each stack and shared by all layers of that stack."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flantune.models import masks
+from flantune.models.config import T5Config
+from flantune.models.layers import (
+    Attention,
+    Dense,
+    Embed,
+    LayerStack,
+    Mlp,
+    RMSNorm,
+    constrain,
+    dropout,
+    resolve_dropout_key,
+    split_key,
+)
+from flantune.models.positions import RelativePositionBias
+
+EMBED_AXES = ("batch", "length", "embed")
+
+
+def _dtypes(config: T5Config) -> dict:
+    return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
+
+
+def _norm(config: T5Config, rngs: nnx.Rngs) -> RMSNorm:
+    return RMSNorm(config.emb_dim, epsilon=config.layer_norm_epsilon, rngs=rngs, **_dtypes(config))
+
+
+def _attention(config: T5Config, rngs: nnx.Rngs) -> Attention:
+    # T5 folds the 1/sqrt(head_dim) logit scaling into the query initialisation.
+    return Attention(config.emb_dim, config.num_heads, config.num_heads, config.head_dim,
+                     scale_logits=False, dropout_rate=config.dropout_rate, rngs=rngs,
+                     **_dtypes(config))
+
+
+def _mlp(config: T5Config, rngs: nnx.Rngs) -> Mlp:
+    return Mlp(config.emb_dim, config.mlp_dim, activation=config.mlp_activation,
+               gated=config.gated_mlp, dropout_rate=config.dropout_rate, rngs=rngs,
+               **_dtypes(config))
+
+
+class EncoderLayer(nnx.Module):
+    """Self-attention then MLP, each pre-normed and residual."""
+
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.attention_norm = _norm(config, rngs)
+        self.attention = _attention(config, rngs)
+        self.mlp_norm = _norm(config, rngs)
+        self.mlp = _mlp(config, rngs)
+        self.dropout_rate = config.dropout_rate
+
+    def __call__(self, x: jax.Array, bias: jax.Array, *,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        keys = split_key(dropout_key, 4)
+        h = self.attention_norm(x)
+        h = self.attention(h, h, bias, dropout_key=keys[0])
+        x = x + dropout(h, self.dropout_rate, keys[1])
+        h = self.mlp(self.mlp_norm(x), dropout_key=keys[2])
+        x = x + dropout(h, self.dropout_rate, keys[3])
+        return constrain(x, EMBED_AXES)
+
+
+class DecoderLayer(nnx.Module):
+    """Causal self-attention, cross-attention to the encoder, then MLP."""
+
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.self_attention_norm = _norm(config, rngs)
+        self.self_attention = _attention(config, rngs)
+        self.cross_attention_norm = _norm(config, rngs)
+        self.cross_attention = _attention(config, rngs)
+        self.mlp_norm = _norm(config, rngs)
+        self.mlp = _mlp(config, rngs)
+        self.dropout_rate = config.dropout_rate
+
+    def __call__(self, x: jax.Array, self_bias: jax.Array, encoded: jax.Array,
+                 cross_bias: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        keys = split_key(dropout_key, 6)
+        h = self.self_attention_norm(x)
+        h = self.self_attention(h, h, self_bias, dropout_key=keys[0])
+        x = x + dropout(h, self.dropout_rate, keys[1])
+        h = self.cross_attention(self.cross_attention_norm(x), encoded, cross_bias,
+                                 dropout_key=keys[2])
+        x = x + dropout(h, self.dropout_rate, keys[3])
+        h = self.mlp(self.mlp_norm(x), dropout_key=keys[4])
+        x = x + dropout(h, self.dropout_rate, keys[5])
+        return constrain(x, EMBED_AXES)
+
+
+class Stack(nnx.Module):
+    """Relative position bias, the layers and the final norm of the encoder or the decoder."""
+
+    def __init__(self, config: T5Config, *, decoder: bool, rngs: nnx.Rngs):
+        self.relpos_bias = RelativePositionBias(
+            config.relative_attention_num_buckets, config.relative_attention_max_distance,
+            config.num_heads, bidirectional=not decoder, param_dtype=jnp.dtype(config.param_dtype),
+            rngs=rngs)
+        layer_cls = DecoderLayer if decoder else EncoderLayer
+        num_layers = config.num_decoder_layers if decoder else config.num_encoder_layers
+        self.layers = LayerStack(lambda r: layer_cls(config, rngs=r), num_layers,
+                                 scan=config.scan_layers, remat=config.remat, rngs=rngs)
+        self.final_norm = _norm(config, rngs)
+
+
+class EncoderDecoder(nnx.Module):
+    """T5 v1.0 / v1.1 / Flan-T5 taking SeqIO's encoder-decoder feature names."""
+
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.config = config
+        self.token_embedder = Embed(config.vocab_size, config.emb_dim, init_stddev=1.0, rngs=rngs,
+                                    **_dtypes(config))
+        self.encoder = Stack(config, decoder=False, rngs=rngs)
+        self.decoder = Stack(config, decoder=True, rngs=rngs)
+        if not config.tie_word_embeddings:
+            self.logits_dense = Dense(config.emb_dim, config.vocab_size, ("embed", "vocab"),
+                                      rngs=rngs, **_dtypes(config))
+
+    def encode(self, encoder_input_tokens: jax.Array, *,
+               encoder_segment_ids: jax.Array | None = None,
+               encoder_positions: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+        """Encoder outputs [b, length, embed]."""
+        length = encoder_input_tokens.shape[1]
+        if encoder_segment_ids is not None:
+            mask = masks.segment_mask(encoder_segment_ids, encoder_segment_ids)
+        else:
+            valid = encoder_input_tokens > 0
+            mask = masks.padding_mask(valid, valid)
+        relpos = self.encoder.relpos_bias(encoder_positions, encoder_positions, length, length)
+        bias = masks.mask_to_bias(mask, relpos)
+        keys = split_key(dropout_key, 3)
+        x = self.token_embedder(encoder_input_tokens)
+        x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
+        x = self.encoder.layers(x, bias, dropout_key=keys[1])
+        x = self.encoder.final_norm(x)
+        return dropout(x, self.config.dropout_rate, keys[2])
+
+    def decode(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
+               decoder_input_tokens: jax.Array, *,
+               encoder_segment_ids: jax.Array | None = None,
+               decoder_segment_ids: jax.Array | None = None,
+               decoder_positions: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+        """Decoder logits [b, length, vocab] (float32) given encoder outputs."""
+        length = decoder_input_tokens.shape[1]
+        self_mask = masks.causal_mask(length)
+        if decoder_segment_ids is not None:
+            self_mask = self_mask & masks.segment_mask(decoder_segment_ids, decoder_segment_ids)
+        if encoder_segment_ids is not None and decoder_segment_ids is not None:
+            cross_mask = masks.segment_mask(decoder_segment_ids, encoder_segment_ids)
+        else:
+            cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
+        relpos = self.decoder.relpos_bias(decoder_positions, decoder_positions, length, length)
+        self_bias = masks.mask_to_bias(self_mask, relpos)
+        cross_bias = masks.mask_to_bias(cross_mask)
+        keys = split_key(dropout_key, 3)
+        x = self.token_embedder(decoder_input_tokens)
+        x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
+        x = self.decoder.layers(x, self_bias, encoded, cross_bias, dropout_key=keys[1])
+        x = self.decoder.final_norm(x)
+        x = dropout(x, self.config.dropout_rate, keys[2])
+        if self.config.tie_word_embeddings:
+            scale = jnp.asarray(self.config.emb_dim ** -0.5, x.dtype)
+            logits = self.token_embedder.attend(x * scale)
+        else:
+            logits = self.logits_dense(x)
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def __call__(self, encoder_input_tokens: jax.Array, decoder_input_tokens: jax.Array, *,
+                 encoder_segment_ids: jax.Array | None = None,
+                 decoder_segment_ids: jax.Array | None = None,
+                 encoder_positions: jax.Array | None = None,
+                 decoder_positions: jax.Array | None = None,
+                 deterministic: bool = True,
+                 dropout_rng: jax.Array | None = None) -> jax.Array:
+        """Logits [b, decoder length, vocab]. `dropout_rng` is required when not deterministic."""
+        enc_key, dec_key = split_key(resolve_dropout_key(self.config.dropout_rate, deterministic,
+                                                  dropout_rng), 2)
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
+                              encoder_positions=encoder_positions, dropout_key=enc_key)
+        return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                           encoder_segment_ids=encoder_segment_ids,
+                           decoder_segment_ids=decoder_segment_ids,
+                           decoder_positions=decoder_positions, dropout_key=dec_key)
+
