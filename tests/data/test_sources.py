@@ -541,3 +541,38 @@ def test_reasoning_gym_config_is_applied():
     for record in source:
         expression = record["metadata"]["expression"]
         assert expression.count("+") == 1, expression
+
+
+# --------------------------------------------------------------------------- shipped examples
+
+EXAMPLES = REPO / "tasks" / "examples"
+
+
+@pytest.mark.parametrize("name, fmt, fields", [
+    ("alpaca_style.jsonl", "alpaca", {"instruction", "context", "response"}),
+    ("dolly_style.jsonl", "dolly", {"instruction", "context", "response", "category"}),
+])
+def test_example_instruction_files_load_cleanly(name, fmt, fields):
+    lines = (EXAMPLES / name).read_text("utf-8").splitlines()
+    source = JsonlSource(EXAMPLES / name, format=fmt)
+    assert 30 <= len(source) == len(lines) <= 60
+    assert source.skipped == []
+    for record, line in zip(source, lines, strict=True):
+        raw = json.loads(line)
+        assert set(record) == fields
+        assert record["instruction"] == raw["instruction"]
+        assert record["response"] == raw["output" if fmt == "alpaca" else "response"]
+
+
+def test_example_conversations_expand_to_every_assistant_turn():
+    lines = (EXAMPLES / "sharegpt_style.jsonl").read_text("utf-8").splitlines()
+    raws = [json.loads(line) for line in lines]
+    replies = [m["value"] for raw in raws for m in raw["conversations"] if m["from"] == "gpt"]
+    source = JsonlSource(EXAMPLES / "sharegpt_style.jsonl", format="sharegpt")
+    assert 30 <= len(raws) <= 60
+    assert [r["response"] for r in source] == replies
+    multi_turn = [r for r in source if r["turn"] > 1]
+    assert multi_turn, "the examples should include multi-turn conversations"
+    for record in multi_turn:
+        assert record["dialog"].count("User: ") == record["turn"]
+        assert record["dialog"].count("Assistant: ") == record["turn"] - 1
