@@ -130,8 +130,12 @@ def _as_field_set(value: Iterable[str] | str) -> frozenset[str]:
     return frozenset(value)
 
 
+# One parsed piece of a pattern: (literal text, field name, format spec, conversion).
+_Piece = tuple[str, str | None, str | None, str | None]
+
+
 @functools.lru_cache(maxsize=4096)
-def _parse(pattern: str) -> tuple[tuple[str, str | None, str, str | None], ...]:
+def _parse(pattern: str) -> tuple[_Piece, ...]:
     return tuple(_FORMATTER.parse(pattern))
 
 
@@ -377,9 +381,6 @@ def _options_list(record: Mapping[str, Any], where: str) -> list[str]:
             raise TemplateError(f"{where}: option {i} of '{OPTIONS_FIELD}' is empty.")
         out.append(text)
     return out
-
-
-_Piece = tuple[str, str | None, str | None, str | None]
 
 
 @functools.lru_cache(maxsize=4096)
