@@ -25,6 +25,7 @@ import difflib
 import io
 import json
 import logging
+import operator
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -77,7 +78,7 @@ class RecordSource(abc.ABC):
             yield self._get(index)
 
     def _check_index(self, index: int) -> int:
-        index = int(np.asarray(index).item()) if not isinstance(index, int) else index
+        index = operator.index(index)  # ints and numpy integers; floats are a TypeError
         size = len(self)
         if index < 0:
             index += size

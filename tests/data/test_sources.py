@@ -49,6 +49,9 @@ def _assert_random_access_matches_iteration(source: RecordSource) -> None:
     for index in order:
         assert source[index] == sequential[index]
     assert source[-1] == sequential[-1]
+    assert source[np.int64(0)] == sequential[0]
+    with pytest.raises(TypeError):
+        source[0.0]
     with pytest.raises(IndexError):
         source[len(source)]
     with pytest.raises(IndexError):
