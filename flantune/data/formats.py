@@ -70,8 +70,12 @@ def apply_format(fmt: str | FormatFn, raw: Mapping[str, Any]) -> list[dict[str, 
     out = get_format(fmt)(raw)
     if isinstance(out, Mapping):
         return [dict(out)]
-    if isinstance(out, Sequence) and all(isinstance(r, Mapping) for r in out):
+    if isinstance(out, Sequence) and not isinstance(out, str) and out and all(
+            isinstance(r, Mapping) for r in out):
         return [dict(r) for r in out]
+    if isinstance(out, Sequence) and not out:
+        raise RecordError(f"format {fmt!r} produced no records; a format rejects a record by "
+                          "raising RecordError, so it is reported instead of silently dropped")
     raise RecordError(
         f"format {fmt!r} returned {type(out).__name__}; a format must return a dict or a "
         "list of dicts"

@@ -124,6 +124,10 @@ class _RecordChecker:
             return apply_format(self.format, raw)
         except RecordError as err:
             raise RecordError(f"{err} [format '{self.format_name}']") from None
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
+            # A user-registered format that fails on a record still gets the record's location.
+            raise RecordError(f"format '{self.format_name}' failed: {type(err).__name__}: "
+                              f"{err}") from err
 
     def bad(self, reason: str, *, path: str, line: int | None, location: str) -> None:
         """Raise a located error for a bad record, or count it under skip mode."""

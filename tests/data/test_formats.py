@@ -243,3 +243,8 @@ def test_register_custom_format():
 def test_format_returning_garbage_is_an_error():
     with pytest.raises(RecordError, match="must return a dict or a list of dicts"):
         apply_format(lambda raw: "nope", {"x": 1})
+
+
+def test_format_returning_no_records_is_an_error():
+    with pytest.raises(RecordError, match="produced no records"):
+        apply_format(lambda raw: [], {"x": 1})

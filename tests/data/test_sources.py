@@ -341,6 +341,19 @@ def test_iterable_source_bad_items():
                                              "['not', 'a', 'dict']")]
 
 
+def test_failing_custom_format_gets_the_line(tmp_path):
+    path = _write(tmp_path / "qa.jsonl", {"q": "Why?", "a": "Because."}, {"q": "How?"})
+
+    def question_answer(raw):
+        return {"instruction": raw["q"], "context": "", "response": raw["a"]}
+
+    with pytest.raises(RecordError, match=r"qa.jsonl:2\] format 'question_answer' failed: "
+                                          r"KeyError: 'a'"):
+        len(JsonlSource(path, format=question_answer))
+    source = JsonlSource(path, format=question_answer, on_bad_record="skip")
+    assert list(source) == [{"instruction": "Why?", "context": "", "response": "Because."}]
+
+
 def test_iterable_source_accepts_a_plain_iterable():
     source = IterableSource([{"x": 1}, {"x": 2}], name="list")
     assert list(source) == [{"x": 1}, {"x": 2}]
