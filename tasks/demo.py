@@ -29,7 +29,9 @@ TRAIN_SIZES = {
 }
 HELDOUT = ("lcm", "fraction_simplification", "number_sorting", "prime_factorization")
 EVAL_SIZE = 500
-SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
+# reasoning-gym builds item i from Random(seed + i): splits need seeds further apart than
+# their sizes, or validation would be the train set shifted by one.
+SPLIT_SEEDS = {"train": 0, "validation": 10_000_000, "test": 20_000_000}
 MIXTURE_CAP = 10_000
 # Few-shot prompts stay within the demo's 512-token inputs.
 FEW_SHOT = FewShotConfig(max_exemplars=3, max_input_tokens=480, pool_size=1000)
@@ -256,7 +258,8 @@ def _variant_members(names, variants):
     members = []
     for name in names:
         present = [f"rg_{name}_{v}" for v in variants if f"rg_{name}_{v}" in registered]
-        members += [(task, lambda t, n=len(present): rate(t) / n) for task in present]
+        share = 1.0 / max(len(present), 1)
+        members += [(task, lambda t, share=share: share * rate(t)) for task in present]
     return members
 
 

@@ -22,7 +22,8 @@ MemberSpec = Member | tuple[Member, Rate]
 
 
 def examples_proportional(cap: int | None = None, *, temperature: float = 1.0,
-                          scale: float = 1.0, split: str = "train") -> Callable[[seqio.Task], float]:
+                          scale: float = 1.0, split: str = "train"
+                          ) -> Callable[[seqio.Task], float]:
     """Rate = number of examples, capped at ``cap`` (FLAN used 3,000), then ``** (1/temperature)``.
 
     The same formula as SeqIO's ``mixing_rate_num_examples`` (scale, cap, then temperature);
@@ -91,13 +92,12 @@ def register_mixture(name: str, members: Iterable[MemberSpec], *,
         entries.append((_member_name(member), rate))
     if not entries:
         raise DataError(f"Mixture '{name}' has no members.")
+    candidate = seqio.Mixture(name, entries)  # validated before it enters the registry
+    if sum(float(candidate.get_rate(task)) for task in candidate.tasks) <= 0:
+        raise DataError(f"Mixture '{name}': every member has rate 0.")
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)
-    mixture = seqio.MixtureRegistry.add(name, entries)
-    shares = task_shares(mixture)
-    if not any(shares.values()):
-        raise DataError(f"Mixture '{name}': every member has rate 0.")
-    return mixture
+    return seqio.MixtureRegistry.add(name, entries)
 
 
 def mixture(name: str, *, default_rate: Rate | None = None

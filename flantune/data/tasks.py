@@ -20,18 +20,19 @@ from typing import Any
 import numpy as np
 import seqio
 import tensorflow as tf
+
+from flantune.data.errors import DataError, RecordError, TemplateError
+from flantune.data.seeding import rng_for
 from flantune.data.sources import IterableSource, RecordSource
+from flantune.data.templates import Template
 from flantune.data.variants import (
     FewShotConfig,
     Variant,
     choose_exemplar_indices,
     render_example,
+    variant_task_name,
     variants_for,
 )
-
-from flantune.data.errors import DataError, RecordError, TemplateError
-from flantune.data.seeding import rng_for
-from flantune.data.templates import Template
 from flantune.data.vocabulary import default_output_features
 
 _VALID_NAME = re.compile(r"^[\w.:]+$")  # what seqio accepts as a task or mixture name
@@ -79,7 +80,8 @@ class FlanTask:
                         raise DataError(
                             f"Task '{self.name}': its function returned {type(made).__name__} "
                             f"for split '{split}'; return a RecordSource or yield dict records.")
-                    made = IterableSource(lambda made=made: iter(made))
+                    made = IterableSource(functools.partial(self.source_fn, split),
+                                          name=f"{self.name}:{split}", task=self.name)
                 self._sources[split] = made
             return self._sources[split]
 
@@ -102,7 +104,7 @@ class FlanTask:
 
     # -- rendering ----------------------------------------------------------------------
     def task_name(self, variant: Variant) -> str:
-        return f"{self.name}_{variant.value}"
+        return variant_task_name(self.name, variant)
 
     @property
     def default_variant(self) -> Variant:
@@ -172,7 +174,8 @@ class FlanDataSource(seqio.DataSource):
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                     use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
         del sequence_length, use_cached
-        shard_index, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+        shard_index, num_shards = (0, 1) if shard_info is None else (shard_info.index,
+                                                                     shard_info.num_shards)
         flan_task, variant = self._task, self._variant
         length_fn = token_length_fn(flan_task.output_features)
         count = flan_task.num_records(split)
@@ -233,9 +236,12 @@ def register(flan_task: FlanTask) -> FlanTask:
     return flan_task
 
 
-def task(name: str, *, templates: Sequence[Template], splits: Sequence[str] = ("train",
-         "validation"), record_fn: RecordFn | None = None, has_options: bool = False,
-         few_shot: FewShotConfig | None = FewShotConfig(),
+_DEFAULT_FEW_SHOT = FewShotConfig()
+
+
+def task(name: str, *, templates: Sequence[Template],
+         splits: Sequence[str] = ("train", "validation"), record_fn: RecordFn | None = None,
+         has_options: bool = False, few_shot: FewShotConfig | None = _DEFAULT_FEW_SHOT,
          variants: Sequence[Variant] | None = None,
          output_features: Mapping[str, seqio.Feature] | None = None,
          postprocess_fn: Callable | None = None, metric_fns: Sequence[Callable] = (),

@@ -136,6 +136,10 @@ def train_vocabulary(texts: Iterable[str], output_prefix: str | os.PathLike, *,
                 input_sentence_size=2_000_000, shuffle_input_sentence=True,
                 num_threads=num_threads, minloglevel=2, logstream=quiet,
             )
+    except RuntimeError as err:
+        raise DataError(f"SentencePiece could not train a {vocab_size}-piece vocabulary on "
+                        f"{count} texts: {str(err).splitlines()[-1]} (byte fallback alone takes "
+                        "256 pieces; use a smaller vocab_size or more varied text).") from None
     finally:
         os.unlink(corpus)
     return output_prefix + ".model"
