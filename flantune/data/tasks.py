@@ -62,6 +62,7 @@ class FlanTask:
 
     def __post_init__(self):
         self._sources: dict[str, RecordSource] = {}
+        self._exemplars: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
         if not self.templates:
             raise DataError(f"Task '{self.name}' has no templates; give it at least one.")
@@ -87,6 +88,13 @@ class FlanTask:
 
     def num_records(self, split: str) -> int:
         return len(self.source(split))
+
+    def exemplar(self, index: int) -> dict[str, Any]:
+        """Train record ``index`` as a few-shot exemplar (the pool is cached: it is reused)."""
+        cached = self._exemplars.get(index)
+        if cached is None:
+            cached = self._exemplars[index] = self.record("train", index)
+        return dict(cached)
 
     def record(self, split: str, index: int) -> dict[str, Any]:
         """Record ``index`` of ``split`` after the task's ``record_fn``."""
@@ -125,7 +133,7 @@ class FlanTask:
             # A few spare candidates: render_example skips ones that do not fit the template.
             picks = choose_exemplar_indices(pool, self.few_shot.max_exemplars + 2, seed=self.seed,
                                             key=key, exclude=exclude)
-            exemplars = [self.record("train", j) for j in picks]
+            exemplars = [self.exemplar(j) for j in picks]
         try:
             return render_example(
                 self.templates, record, variant=variant, seed=self.seed, key=key,

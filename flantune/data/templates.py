@@ -101,6 +101,9 @@ class Template:
 
     def fields(self) -> frozenset[str]:
         """Record fields the template reads (``options`` and ``{options_}`` excluded)."""
+        return _template_fields(self)
+
+    def _compute_fields(self) -> frozenset[str]:
         names = set(_pattern_fields(self.inputs, self.label, "inputs"))
         names.update(_pattern_fields(self.targets, self.label, "targets"))
         names.discard(OPTIONS_PLACEHOLDER)
@@ -122,6 +125,12 @@ class Template:
         """Whether the record meets ``requires_empty`` / ``requires_nonempty``."""
         return (all(not _is_empty(record[f]) for f in self.requires_nonempty)
                 and all(_is_empty(record[f]) for f in self.requires_empty))
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_fields(template: Template) -> frozenset[str]:
+    """``Template.fields``, parsed once per template (rendering checks them per record)."""
+    return template._compute_fields()  # noqa: SLF001
 
 
 def _as_field_set(value: Iterable[str] | str) -> frozenset[str]:

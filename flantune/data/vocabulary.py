@@ -7,6 +7,7 @@ vocabulary file chosen by configuration (gin, or :func:`set_vocabulary`) when it
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import os
 import tempfile
@@ -21,6 +22,7 @@ from flantune.data.errors import DataError
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 
+@functools.cache
 def demo_vocabulary_path() -> str:
     """The SentencePiece model shipped with flantune, trained on the demo mixture's text."""
     return str(importlib.resources.files("flantune") / "assets" / "demo_spm.model")
