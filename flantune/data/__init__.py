@@ -20,6 +20,7 @@ from flantune.data.sources import (
     CsvSource,
     IterableSource,
     JsonlSource,
+    ModuloSplit,
     ReasoningGymSource,
     RecordSource,
     TfdsSource,
@@ -38,7 +39,7 @@ from flantune.data.vocabulary import (
 __all__ = [
     "BatchIterator", "ConfiguredVocabulary", "ConversionStats", "CsvSource", "DataError",
     "DecoderFeatureConverter", "EncDecFeatureConverter", "ExampleStream", "FewShotConfig",
-    "FlanTask", "IterableSource", "IteratorState", "JsonlSource", "MixingSchedule",
+    "FlanTask", "IterableSource", "IteratorState", "JsonlSource", "MixingSchedule", "ModuloSplit",
     "ReasoningGymSource", "RecordError", "RecordSource", "Template", "TemplateError",
     "TfdsSource", "UnknownNameError", "Variant", "cot_template", "default_output_features",
     "examples_proportional", "flan_task_for", "get_provider", "inverted", "leaf_tasks",

@@ -660,6 +660,32 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# --------------------------------------------------------------------------- splits
+
+
+class ModuloSplit(RecordSource):
+    """A deterministic split of one source: its records with ``index % n == remainder``
+    (``holdout=True``) or all the others (``holdout=False``); e.g. n=5 holds out 20%."""
+
+    def __init__(self, source: RecordSource, *, n: int, remainder: int = 0,
+                 holdout: bool = True):
+        if n < 2 or not 0 <= remainder < n:
+            raise DataError(f"ModuloSplit needs n >= 2 and 0 <= remainder < n, got n={n}, "
+                            f"remainder={remainder}")
+        self.source = source
+        self.skipped = source.skipped
+        self._indices = [i for i in range(len(source)) if (i % n == remainder) == holdout]
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def _get(self, index: int) -> dict[str, Any]:
+        return self.source[self._indices[index]]
+
+    def _where(self, index: int) -> str:
+        return self.source.where(self._indices[index])
+
+
 # --------------------------------------------------------------------------- reasoning-gym
 
 #: Generators whose output differs between processes for the same seed (reasoning-gym 0.1.25):
@@ -757,5 +783,5 @@ def _quiet_stdout() -> Iterator[None]:
         yield
 
 
-__all__ = ["CsvSource", "IterableSource", "JsonlSource", "ReasoningGymSource", "RecordSource",
-           "TfdsSource", "to_python"]
+__all__ = ["CsvSource", "IterableSource", "JsonlSource", "ModuloSplit", "ReasoningGymSource",
+           "RecordSource", "TfdsSource", "to_python"]

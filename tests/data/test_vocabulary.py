@@ -68,3 +68,33 @@ def test_bad_vocabulary_files(tmp_path):
         train_vocabulary([], tmp_path / "empty")
     with pytest.raises(DataError, match="could not train a 100000-piece"):
         train_vocabulary(TEXTS[:100], tmp_path / "too_big", vocab_size=100_000)
+
+
+def test_a_third_party_t5_style_model_drives_the_whole_pipeline():
+    """SeqIO's own test model (T5 ids, made by SeqIO's authors) with T5's 100 extra ids."""
+    import os
+
+    import seqio
+
+    import tests.task_fixtures  # noqa: F401
+    from flantune.data.stream import task_examples
+
+    path = os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece",
+                        "sentencepiece.model")
+    reference = seqio.SentencePieceVocabulary(path, extra_ids=100)
+    try:
+        set_vocabulary(path, extra_ids=100)
+        assert DEFAULT_VOCABULARY.vocab_size == reference.vocab_size == 126
+        reader = task_examples("test_reverse_zsnoopt", "train", seed=0)
+        examples = reader.get_many(range(20))
+        task = seqio.TaskRegistry.get("test_reverse_zsnoopt")
+        via_seqio = {ex["targets_pretokenized"].decode(): ex for ex in task.get_dataset(
+            sequence_length=None, split="train", shuffle=False).as_numpy_iterator()}
+        for k, example in enumerate(examples):
+            text = reader.rendered(k)
+            for feature in ("inputs", "targets"):
+                expected = reference.encode(text[feature]) + [1]
+                assert example[feature].tolist() == expected
+            assert via_seqio[text["targets"]]["targets"].tolist() == example["targets"].tolist()
+    finally:
+        set_vocabulary(None)
