@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flantune.data.packing import best_fit_decreasing, dimension_weights
+from flantune.data.packing import best_fit_decreasing, packing_order
 
 
 def check_valid(bins: list[list[int]], lengths: np.ndarray, capacities: list[int]) -> None:
@@ -49,19 +49,33 @@ def test_one_dimension_equals_textbook_best_fit(seed):
 
 
 def test_two_dimensions_respect_both_capacities():
-    # Encoder-heavy example pairs that fit in the encoder but not in the decoder.
+    # [6, 3] and [3, 3] fit together in the encoder (9 <= 10) but not in the decoder (6 > 4).
+    # [1, 1] then fits both rows, rooms (4, 1) and (7, 1); normalised dot products .10 and .13.
     lengths = np.array([[6, 3], [3, 3], [1, 1]])
     bins = best_fit_decreasing(lengths, [10, 4])
     check_valid(bins, lengths, [10, 4])
+    assert bins == [[0], [1, 2]]
+
+
+def test_packing_order_interleaves_the_two_kinds_of_example():
+    # Capacities [16, 4]: loads 28/16 (encoder, binding) and 6/4. Encoder-dominant examples 0,
+    # 1, 3 (sizes .75, .5, .25; paces 0, .5, .83); decoder-dominant 2, 4 (sizes .75, .25;
+    # paces 0, .75). Merged by pace, the binding group first on ties: 0, 2, 1, 4, 3.
+    lengths = np.array([[12, 1], [8, 1], [2, 3], [4, 0], [2, 1]])
+    assert packing_order(lengths, [16, 4]).tolist() == [0, 2, 1, 4, 3]
+    # One dimension: plain decreasing order, ties by index.
+    assert packing_order(np.array([[2], [5], [2], [7]]), [10]).tolist() == [3, 1, 0, 2]
+
+
+def test_two_dimensions_follow_the_dot_product_rule():
+    # Capacities [8, 4]. [6, 1] opens row A (room 2, 3); [3, 3] does not fit A and opens row B
+    # (room 5, 1). [1, 1] fits both; normalised, its dot product with A's room is
+    # 1/8*2/8 + 1/4*3/4 = .22 and with B's 1/8*5/8 + 1/4*1/4 = .14, so it goes to A
+    # (least total room, i.e. weighted best fit, would have picked B).
+    lengths = np.array([[6, 1], [3, 3], [1, 1]])
+    bins = best_fit_decreasing(lengths, [8, 4])
+    check_valid(bins, lengths, [8, 4])
     assert bins == [[0, 2], [1]]
-
-
-def test_dimension_weights_favour_the_binding_dimension():
-    lengths = np.array([[100, 10], [200, 20]])
-    w = dimension_weights(lengths, [512, 128])
-    load = np.array([300 / 512, 30 / 128])
-    np.testing.assert_allclose(w, (load / load.max()) ** 2)
-    assert w[0] == 1.0
 
 
 @pytest.mark.parametrize("seed", range(5))
