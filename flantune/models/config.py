@@ -116,3 +116,27 @@ class DecoderConfig:
 
 
 ModelConfig = T5Config | DecoderConfig
+
+
+_CONFIG_CLASSES = {cls.__name__: cls for cls in (T5Config, DecoderConfig)}
+
+
+def config_to_dict(config: ModelConfig) -> dict:
+    """A JSON-ready dict naming the configuration class and its fields."""
+    return {"class": type(config).__name__, "fields": dataclasses.asdict(config)}
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Inverse of `config_to_dict`."""
+    name = data.get("class")
+    if name not in _CONFIG_CLASSES:
+        raise ValueError(f"unknown model configuration class {name!r}; "
+                         f"expected one of {sorted(_CONFIG_CLASSES)}")
+    fields = dict(data.get("fields", {}))
+    known = {f.name for f in dataclasses.fields(_CONFIG_CLASSES[name])}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{name} has no field(s) {unknown}")
+    if fields.get("rope_scaling") is not None:
+        fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+    return _CONFIG_CLASSES[name](**fields)
