@@ -1,0 +1,425 @@
+"""Checkpoints of the train state with orbax-checkpoint.
+
+A step directory holds two items: `state` (the train state pytree: params, optimizer state, step,
+RNG; saved with `ocp.args.StandardSave`, so sharded arrays are written by the processes that own
+them) and `data_state` (the data iterator's position of every process, as one JSON mapping
+`{process_index: state_json}`). Orbax writes JSON items from the primary process only, so each
+process's position is gathered to every process before the save; on restore each process picks
+its own entry. Orbax writes each step into a temporary directory and renames it when complete, so
+an interrupted write never shows up as a step; restore checks the stored tree against the expected
+one before reading any array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+from flantune.models import load_hf_checkpoint
+from flantune.models.convert import CheckpointError as HFCheckpointError
+
+PyTree = Any
+
+STATE_ITEM = "state"
+DATA_STATE_ITEM = "data_state"
+_MAX_LISTED_PROBLEMS = 8
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read; the message names the path/step and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """When to save and which checkpoints to keep.
+
+    `keep`: the last N steps kept (None keeps all). `keep_best`: additionally keep the N steps with
+    the best `best_metric` (one of the metrics passed to `Checkpointer.save`), by `best_mode`
+    ('max' or 'min'). `async_save`: write in the background; the caller blocks only while the
+    arrays are copied to host memory.
+    """
+
+    save_interval_steps: int = 1000
+    keep: int | None = 3
+    keep_best: int | None = None
+    best_metric: str | None = None
+    best_mode: str = "max"
+    async_save: bool = True
+
+    def __post_init__(self) -> None:
+        if self.save_interval_steps < 1:
+            raise ValueError(f"CheckpointConfig.save_interval_steps={self.save_interval_steps} "
+                             "must be >= 1.")
+        for name in ("keep", "keep_best"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"CheckpointConfig.{name}={value} must be >= 1 or None "
+                                 "(None: keep all / no best-checkpoint tracking).")
+        if self.best_mode not in ("max", "min"):
+            raise ValueError(f"CheckpointConfig.best_mode={self.best_mode!r} must be 'max' or "
+                             "'min'.")
+        if self.keep_best is not None and not self.best_metric:
+            raise ValueError(f"CheckpointConfig.keep_best={self.keep_best} needs best_metric: "
+                             "the name of the eval metric that ranks checkpoints.")
+
+
+def _check_writable(directory: epath.Path) -> None:
+    """Creates `directory` and writes and removes a probe file in it (every process does this,
+    since every process writes its own array shards)."""
+    probe = directory / f".flantune_write_probe_{jax.process_index()}_{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CheckpointError(
+            f"MODEL_DIR {directory} is not writable by process {jax.process_index()} ({reason}); "
+            "point MODEL_DIR at a directory this user can create and write to.") from err
+
+
+def _preservation_policy(config: CheckpointConfig) -> ocp.checkpoint_managers.PreservationPolicy:
+    policies: list[ocp.checkpoint_managers.PreservationPolicy] = [
+        ocp.checkpoint_managers.LatestN(n=config.keep)]
+    if config.keep_best is not None:
+        metric = config.best_metric
+        policies.append(ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda metrics: metrics[metric],
+            reverse=config.best_mode == "min",
+            n=config.keep_best,
+            keep_checkpoints_without_metrics=False,
+        ))
+    return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
+def _allgather_strings(text: str) -> list[str]:
+    """Every process's `text`, in process order (a collective: all processes must call it)."""
+    data = np.frombuffer(text.encode("utf-8"), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32)))
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    return [bytes(row[:n]).decode("utf-8") for row, n in zip(rows, lengths.ravel(), strict=True)]
+
+
+def _all_data_states(data_state: str | Mapping[int, str]) -> dict[str, str]:
+    if isinstance(data_state, Mapping):
+        states = {str(int(k)): v for k, v in data_state.items()}
+    elif isinstance(data_state, str):
+        states = {str(i): s for i, s in enumerate(_allgather_strings(data_state))}
+    else:
+        raise TypeError("data_state must be this process's iterator state as a JSON string or a "
+                        f"mapping process_index -> JSON string, not {type(data_state).__name__}")
+    for index, text in states.items():
+        if not isinstance(text, str):
+            raise TypeError(f"data_state for process {index} must be a JSON string, "
+                            f"not {type(text).__name__}")
+    return states
+
+
+def _flat_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
+    """'a/b/0' -> shape for every leaf, in orbax's serialized layout (tuples become lists,
+    namedtuples dicts, keys strings), so a stored tree and an in-memory one compare."""
+    flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree), sep="/")
+    return {key: tuple(getattr(leaf, "shape", ()) or ()) for key, leaf in flat.items()}
+
+
+def _tree_differences(stored: PyTree, expected: PyTree) -> list[str]:
+    """Missing, unexpected and misshapen leaves; parameters first, then in key order."""
+    have, want = _flat_shapes(stored), _flat_shapes(expected)
+    problems = []
+    for key in sorted(have.keys() | want.keys(), key=lambda k: (not k.startswith("params/"), k)):
+        if key not in have:
+            problems.append(f"missing {key} {want[key]}")
+        elif key not in want:
+            problems.append(f"unexpected {key} {have[key]}")
+        elif have[key] != want[key]:
+            problems.append(f"{key}: stored shape {have[key]}, expected {want[key]}")
+    return problems
+
+
+def _summarize(problems: list[str]) -> str:
+    listed = "; ".join(problems[:_MAX_LISTED_PROBLEMS])
+    more = len(problems) - _MAX_LISTED_PROBLEMS
+    return listed + (f"; ... and {more} more" if more > 0 else "")
+
+
+def _restore_args(abstract: PyTree) -> PyTree:
+    return ocp.checkpoint_utils.construct_restore_args(abstract)
+
+
+class Checkpointer:
+    """Saves and restores the train state (and the data iterator's position) in a MODEL_DIR."""
+
+    def __init__(self, directory: str | os.PathLike, config: CheckpointConfig):
+        self.directory = epath.Path(directory)
+        self.config = config
+        _check_writable(self.directory)
+        metric = config.best_metric
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=config.save_interval_steps,
+            preservation_policy=_preservation_policy(config),
+            best_fn=(lambda metrics: metrics[metric]) if metric else None,
+            best_mode=config.best_mode,
+            enable_async_checkpointing=config.async_save,
+            # Leftovers of writes interrupted by a crash are removed; they never count as steps.
+            cleanup_tmp_directories=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(STATE_ITEM, DATA_STATE_ITEM))
+        self._name_format = ocp.step.standard_name_format()
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None when the directory holds none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Every complete step, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The step with the best `best_metric` (the latest step without one)."""
+        return self._manager.best_step()
+
+    def step_path(self, step: int) -> epath.Path:
+        """The directory of a saved step."""
+        return ocp.step.build_step_path(self.directory, self._name_format, step)
+
+    def should_save(self, step: int) -> bool:
+        """True at every `save_interval_steps`-th step not saved yet."""
+        return self._manager.should_save(step)
+
+    def save(self, step: int, state: PyTree, *, data_state: str | Mapping[int, str] | None = None,
+             metrics: Mapping[str, float] | None = None, force: bool = False) -> bool:
+        """Saves `state` (and the data iterator position) as `step` if `should_save(step)` or
+        `force`; returns whether a save started. With `async_save` the write continues in the
+        background; `state`'s buffers may be reused or donated as soon as this returns.
+
+        `data_state` is this process's `BatchIterator.get_state().to_json()` (gathered from all
+        processes here; every process must call `save`) or an already gathered mapping
+        process_index -> JSON. `metrics` (e.g. eval scores) rank checkpoints for `keep_best`.
+        """
+        if not (force or self.should_save(step)):
+            return False
+        stored_metrics = self._checked_metrics(step, metrics)
+        items: dict[str, ocp.args.CheckpointArgs] = {STATE_ITEM: ocp.args.StandardSave(state)}
+        if data_state is not None:
+            items[DATA_STATE_ITEM] = ocp.args.JsonSave(_all_data_states(data_state))
+        try:
+            return self._manager.save(step, args=ocp.args.Composite(**items),
+                                      metrics=stored_metrics, force=True)
+        except OSError as err:
+            raise CheckpointError(f"could not write checkpoint step {step} to "
+                                  f"{self.step_path(step)}: {err}; check free space and "
+                                  "permissions of MODEL_DIR.") from err
+
+    def _checked_metrics(self, step: int, metrics: Mapping[str, float] | None
+                         ) -> dict[str, float] | None:
+        if metrics is None:
+            return None
+        values = {str(k): float(v) for k, v in metrics.items()}
+        metric = self.config.best_metric
+        if metric and metric not in values:
+            raise CheckpointError(
+                f"metrics for checkpoint step {step} lack best_metric {metric!r} (given: "
+                f"{sorted(values)}); pass it, or set CheckpointConfig.best_metric to one of them.")
+        return values
+
+    def restore(self, step: int | None, abstract_state: PyTree) -> tuple[PyTree, str | None]:
+        """Restores `step` (None: the latest) into the shapes, dtypes and shardings of
+        `abstract_state` (`jax.ShapeDtypeStruct` leaves with `.sharding`, which may be on a
+        different mesh than the one saved from). Returns (state, this process's data iterator
+        state JSON, or None if the step holds none)."""
+        step = self._existing_step(step)
+        path = self.step_path(step)
+        items = self._read_item_metadata(step, path)
+        problems = _tree_differences(items[STATE_ITEM], abstract_state)
+        if problems:
+            raise CheckpointError(
+                f"checkpoint step {step} at {path} does not match this run's train state "
+                f"({len(problems)} difference(s): {_summarize(problems)}). MODEL_DIR holds a "
+                "checkpoint of another model or optimizer configuration: point MODEL_DIR at a new "
+                f"directory or delete {self.directory}; to start from its weights with a fresh "
+                "optimizer, pass it as INITIAL_CHECKPOINT_PATH instead.")
+        args = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
+        if items[DATA_STATE_ITEM]:
+            args[DATA_STATE_ITEM] = ocp.args.JsonRestore()
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        except Exception as err:  # orbax/tensorstore raise many types for damaged files
+            raise self._unreadable(step, path, err) from err
+        data_states = restored.get(DATA_STATE_ITEM) if DATA_STATE_ITEM in args else None
+        return restored[STATE_ITEM], self._own_data_state(step, path, data_states)
+
+    def _existing_step(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"MODEL_DIR {self.directory} holds no complete checkpoint to "
+                                  "restore; check the path.")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"MODEL_DIR {self.directory} has no checkpoint for step {step}; "
+                                  f"saved steps: {steps}.")
+        return step
+
+    def _read_item_metadata(self, step: int, path: epath.Path) -> dict[str, Any]:
+        try:
+            metadata = self._manager.item_metadata(step)
+        except Exception as err:  # unreadable or missing metadata files
+            raise self._unreadable(step, path, err) from err
+        # Orbax keeps no metadata for JSON items, so their presence is read from the directory.
+        items = {STATE_ITEM: metadata.get(STATE_ITEM),
+                 DATA_STATE_ITEM: (path / DATA_STATE_ITEM).exists()}
+        if items[STATE_ITEM] is None:
+            raise CheckpointError(
+                f"checkpoint step {step} at {path} has no '{STATE_ITEM}' item, so it is not a "
+                "flantune train-state checkpoint; point MODEL_DIR at a new directory or pass "
+                "this path as INITIAL_CHECKPOINT_PATH if it holds compatible weights.")
+        return items
+
+    def _unreadable(self, step: int, path: epath.Path, err: Exception) -> CheckpointError:
+        earlier = [s for s in self.all_steps() if s < step]
+        hint = (f"restore an earlier step ({earlier[-1]}) or delete {path}" if earlier
+                else f"delete {path} to start afresh")
+        return CheckpointError(f"checkpoint step {step} at {path} cannot be read "
+                               f"({type(err).__name__}: {err}); the files may be damaged or "
+                               f"incomplete: {hint}.")
+
+    @staticmethod
+    def _own_data_state(step: int, path: epath.Path, data_states: Mapping[str, str] | None
+                        ) -> str | None:
+        if data_states is None:
+            return None
+        index = str(jax.process_index())
+        if index not in data_states or len(data_states) != jax.process_count():
+            raise CheckpointError(
+                f"checkpoint step {step} at {path} holds the data iterator positions of "
+                f"{len(data_states)} process(es) ({sorted(data_states, key=int)}), but this run "
+                f"has {jax.process_count()}; resume with the same number of processes, or start "
+                "from its weights with INITIAL_CHECKPOINT_PATH.")
+        return data_states[index]
+
+    def wait_until_finished(self) -> None:
+        """Blocks until a background save has been written completely."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases the manager's resources."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _is_hf_checkpoint(directory: epath.Path) -> bool:
+    return (directory / "config.json").exists() and any(directory.glob("*.safetensors"))
+
+
+def _flantune_state_path(directory: epath.Path) -> epath.Path | None:
+    """The `state` item of a step directory, or of the latest step of a MODEL_DIR."""
+    if (directory / STATE_ITEM).is_dir():
+        return directory / STATE_ITEM
+    steps = ocp.step.checkpoint_steps(directory) if directory.is_dir() else []
+    if not steps:
+        return None
+    step_dir = ocp.step.standard_name_format().find_step(directory, max(steps)).path
+    return step_dir / STATE_ITEM
+
+
+def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
+    """`array` as a global jax.Array in `abstract`'s dtype and sharding (each process fills
+    only its own shards, so this works across processes)."""
+    host = np.asarray(array).astype(abstract.dtype, copy=False)
+    sharding = getattr(abstract, "sharding", None)
+    if sharding is None:
+        return jax.numpy.asarray(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> PyTree:
+    checkpointer = ocp.PyTreeCheckpointer()
+    try:
+        stored = checkpointer.metadata(state_path).item_metadata.tree
+    except Exception as err:  # unreadable metadata
+        raise CheckpointError(f"initial checkpoint {state_path} cannot be read "
+                              f"({type(err).__name__}: {err}).") from err
+    if "params" not in stored:
+        raise CheckpointError(f"initial checkpoint {state_path} has no 'params' in its train "
+                              f"state (found {sorted(stored)}).")
+    problems = _tree_differences(stored["params"], abstract_params)
+    if problems:
+        raise CheckpointError(
+            f"initial checkpoint {state_path}: its params do not match this run's model "
+            f"({len(problems)} difference(s): {_summarize(problems)}); use a checkpoint of the "
+            "same model configuration.")
+    target = {"params": abstract_params}
+    try:
+        restored = checkpointer.restore(state_path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=_restore_args(target), partial_restore=True))
+    except Exception as err:  # orbax/tensorstore raise many types for damaged files
+        raise CheckpointError(f"initial checkpoint {state_path} cannot be read "
+                              f"({type(err).__name__}: {err}).") from err
+    return restored["params"]
+
+
+def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
+    try:
+        config, params = load_hf_checkpoint(directory)
+    except HFCheckpointError as err:
+        raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
+    problems = _tree_differences(params, abstract_params)
+    if problems:
+        raise CheckpointError(
+            f"initial checkpoint {directory}: the converted model ({config}) does not match this "
+            f"run's model ({len(problems)} difference(s): {_summarize(problems)}); make the run's "
+            "model configuration match the checkpoint's config.json.")
+    flat_params = dict(_flat_items(params))
+    return jax.tree_util.tree_map_with_path(
+        lambda path, abstract: _place(flat_params[_path_key(path)], abstract), abstract_params)
+
+
+def _path_key(path: tuple[Any, ...]) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _flat_items(tree: PyTree) -> list[tuple[str, Any]]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(_path_key(path), leaf) for path, leaf in leaves]
+
+
+def load_initial_params(path: str | os.PathLike, abstract_params: PyTree) -> PyTree:
+    """Parameters to fine-tune from (with a fresh optimizer), placed with `abstract_params`'
+    dtypes and shardings. `path` is a flantune MODEL_DIR (its latest step), a step directory
+    inside one, or a Hugging Face checkpoint directory (config.json + *.safetensors)."""
+    directory = epath.Path(path)
+    if not directory.exists():
+        raise CheckpointError(f"initial checkpoint {directory} does not exist.")
+    if _is_hf_checkpoint(directory):
+        return _load_hf_params(directory, abstract_params)
+    state_path = _flantune_state_path(directory)
+    if state_path is None:
+        raise CheckpointError(
+            f"initial checkpoint {directory} is neither a flantune checkpoint (a MODEL_DIR with "
+            f"step directories, or a step directory with a '{STATE_ITEM}' item) nor a Hugging "
+            "Face checkpoint (config.json + *.safetensors).")
+    return _load_flantune_params(state_path, abstract_params)
+
+
+__all__ = [
+    "CheckpointConfig",
+    "CheckpointError",
+    "Checkpointer",
+    "load_initial_params",
+]
