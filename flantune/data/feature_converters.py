@@ -196,17 +196,16 @@ class _Converter:
     def _layout(bins: list[list[int]], parts: list[np.ndarray], row_length: int) -> _Layout:
         """Lays examples out row by row, segments in bin order, each at the end of the last."""
         order = np.fromiter((i for b in bins for i in b), np.int64)
-        row_of = np.repeat(np.arange(len(bins)), [len(b) for b in bins])
-        first_in_row = np.r_[True, row_of[1:] != row_of[:-1]]
-        segment = np.arange(order.size) - np.flatnonzero(first_in_row)[np.cumsum(first_in_row) - 1]
+        bin_sizes = np.fromiter((len(b) for b in bins), np.int64, len(bins))
+        row_of = np.repeat(np.arange(len(bins)), bin_sizes)  # per segment, in layout order
+        first_of_row = np.cumsum(bin_sizes) - bin_sizes  # layout index of each row's first
+        segment = np.arange(order.size) - first_of_row[row_of]
         length = np.fromiter((parts[i].size for i in order), np.int64, order.size)
-        end = np.cumsum(length)
-        row_start_end = (end - length)[first_in_row][np.cumsum(first_in_row) - 1]
-        offset = end - length - row_start_end  # start of each segment within its row
+        start = np.cumsum(length) - length  # of each segment in the concatenated tokens
+        offset = start - start[first_of_row][row_of]  # of each segment within its row
         tokens = (np.concatenate([parts[i] for i in order]) if order.size
                   else np.zeros(0, np.int32))
-        seg_start = np.repeat(end - length, length)
-        position = np.arange(tokens.size) - seg_start
+        position = np.arange(tokens.size) - np.repeat(start, length)
         dest = np.repeat(row_of * row_length + offset, length) + position
         return _Layout(tokens=tokens, example=np.repeat(order, length), position=position,
                        segment=np.repeat(segment + 1, length), dest=dest)

@@ -208,6 +208,15 @@ def test_encdec_task_ids_and_model_feature_lengths():
     assert conv.model_feature_lengths({"inputs": 8, "targets": 6}) == dict(ref)
 
 
+def test_empty_window():
+    for conv, lengths, width in ((EncDecFeatureConverter(), ENC_DEC_LENGTHS, 12),
+                                 (DecoderFeatureConverter(pack=False), PREFIX_LENGTHS, 34)):
+        out, stats = conv.convert([], lengths)
+        assert set(out) == set(conv.model_feature_lengths(lengths))
+        assert out["decoder_target_tokens"].shape == (0, width)
+        assert stats.rows == stats.examples == 0 and stats.efficiency() == 0.0
+
+
 def test_deterministic():
     examples = with_eos(raw_examples(200, seed=5))
     a, _ = EncDecFeatureConverter().convert(examples, ENC_DEC_LENGTHS)
