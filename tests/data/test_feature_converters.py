@@ -135,7 +135,8 @@ def test_encdec_packed_rows_equal_seqio_packing_of_the_same_rows():
     ours, _ = EncDecFeatureConverter(pack=True).convert(with_eos(raw), ENC_DEC_LENGTHS)
     trimmed = seqio_trimmed(raw, ENC_DEC_LENGTHS)
     ids = segment_example_ids(ours)
-    for r in range(ours["decoder_target_tokens"].shape[0]):
+    rows = ours["decoder_target_tokens"].shape[0]
+    for r in (0, 1, rows // 2, rows - 1):  # one SeqIO pipeline per row: a few rows suffice
         members = [ids[(r, s)] for s in range(1, 1 + ours["decoder_segment_ids"][r].max())]
         ref = run_seqio(seqio.EncDecFeatureConverter(pack=True), [trimmed[i] for i in members],
                         ENC_DEC_LENGTHS)
