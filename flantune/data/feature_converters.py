@@ -102,7 +102,17 @@ class _Layout:
 
 
 class _Converter:
-    """Shared machinery: validation, truncation, packing, row assembly."""
+    """Shared machinery: validation, truncation, packing, row assembly.
+
+    Args:
+      pack: pack several examples per row (best-fit decreasing over the window) or give each
+        example its own row.
+      bos_id: the decoder input before each example's first target (SeqIO's default 0).
+      eos_id: appended after truncation.
+
+    Token id 0 is padding and is refused inside examples (SeqIO would take it for padding),
+    so real tokens and SeqIO's "token != 0" masks coincide.
+    """
 
     def __init__(self, pack: bool = True, *, bos_id: int = 0, eos_id: int = 1):
         self.pack = pack
