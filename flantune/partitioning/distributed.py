@@ -1,0 +1,93 @@
+"""Starting JAX's multi-process runtime from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+
+from flantune.partitioning.errors import DistributedInitError
+
+# Environment variables read when an argument is not given (FLANTUNE_* first).
+ADDRESS_ENV = ("FLANTUNE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+NUM_PROCESSES_ENV = "FLANTUNE_NUM_PROCESSES"
+PROCESS_ID_ENV = "FLANTUNE_PROCESS_ID"
+LOCAL_DEVICE_IDS_ENV = "FLANTUNE_LOCAL_DEVICE_IDS"
+# Markers of the cluster environments JAX detects by itself (Slurm, Open MPI, Cloud TPU).
+CLUSTER_ENV_MARKERS = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                       "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError as err:
+        raise DistributedInitError(f"environment variable {name}={text!r} is not an int.") from err
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DistributedInitError(
+            f"coordinator address {address!r} must be host:port (e.g. 10.0.0.1:1234), the "
+            "address of process 0 and a free port on it.")
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           local_device_ids: Sequence[int] | None = None,
+                           *, timeout_seconds: int = 300) -> bool:
+    """Calls `jax.distributed.initialize` unless this is a single-process run.
+
+    Unset arguments come from FLANTUNE_COORDINATOR_ADDRESS (or JAX_COORDINATOR_ADDRESS),
+    FLANTUNE_NUM_PROCESSES, FLANTUNE_PROCESS_ID and FLANTUNE_LOCAL_DEVICE_IDS (comma-separated),
+    else from JAX's cluster auto-detection (Slurm, Open MPI, Cloud TPU). Returns whether the
+    multi-process runtime is running. Must be called before any other JAX computation.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    env = os.environ
+    if coordinator_address is None:
+        coordinator_address = next((env[name] for name in ADDRESS_ENV if env.get(name)), None)
+    if num_processes is None:
+        num_processes = _env_int(env, NUM_PROCESSES_ENV)
+    if process_id is None:
+        process_id = _env_int(env, PROCESS_ID_ENV)
+    if local_device_ids is None and env.get(LOCAL_DEVICE_IDS_ENV):
+        text = env[LOCAL_DEVICE_IDS_ENV]
+        try:
+            local_device_ids = [int(part) for part in text.split(",")]
+        except ValueError as err:
+            raise DistributedInitError(
+                f"{LOCAL_DEVICE_IDS_ENV}={text!r} must be comma-separated ints.") from err
+    if num_processes == 1:
+        return False
+    in_cluster = any(env.get(name) for name in CLUSTER_ENV_MARKERS)
+    if coordinator_address is None and num_processes is None and not in_cluster:
+        return False
+    if coordinator_address is not None:
+        _check_address(coordinator_address)
+    if num_processes is not None and num_processes < 1:
+        raise DistributedInitError(f"num_processes={num_processes} must be >= 1.")
+    if process_id is not None and num_processes is not None and not (
+            0 <= process_id < num_processes):
+        raise DistributedInitError(
+            f"process_id={process_id} must be in [0, {num_processes}) for num_processes="
+            f"{num_processes}.")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id,
+                                   local_device_ids=local_device_ids,
+                                   initialization_timeout=timeout_seconds)
+    except Exception as err:  # the runtime raises bare RuntimeErrors / XlaRuntimeErrors
+        raise DistributedInitError(
+            f"could not start the multi-process runtime as process {process_id} of "
+            f"{num_processes} with coordinator {coordinator_address} within {timeout_seconds} "
+            f"s: {err}. Check that process 0 runs, that the address and port are reachable "
+            "from every process, and that all processes agree on them.") from err
+    return True
