@@ -149,30 +149,43 @@ class _Converter:
                     tokens = np.concatenate([tokens[: limit - 1], [self.eos_id]]).astype(np.int32)
                     truncated[feature] += 1
                 parts[feature].append(tokens)
+        for feature in features:
+            self._check_ids(examples, feature, parts[feature])
         lengths = {f: np.fromiter((t.size for t in parts[f]), np.int64, len(examples))
                    for f in features}
         return _Window(parts, lengths, truncated,
                        np.asarray(task_index, dtype=np.int32) if task_index else None)
 
+    @staticmethod
+    def _where(example: Mapping, i: int) -> str:
+        return f"example {i}" + (f" (task_index {example['task_index']})"
+                                 if "task_index" in example else "")
+
     def _tokens(self, example: Mapping, feature: str, i: int) -> np.ndarray:
-        where = f"example {i}" + (f" (task_index {example['task_index']})"
-                                  if "task_index" in example else "")
         if feature not in example:
-            raise DataError(f"{where} has no '{feature}' feature; the task must produce it "
-                            f"(features present: {sorted(example)}).")
+            raise DataError(f"{self._where(example, i)} has no '{feature}' feature; the task "
+                            f"must produce it (features present: {sorted(example)}).")
         tokens = np.asarray(example[feature])
         if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
-            raise DataError(f"{where}: '{feature}' must be a 1-D array of integer token ids; got "
-                            f"shape {tokens.shape} and dtype {tokens.dtype}.")
-        if tokens.size and tokens.min() <= PAD_ID:
-            raise DataError(
-                f"{where}: '{feature}' contains token id {int(tokens.min())} at position "
-                f"{int(np.argmin(tokens))}; ids must be > {PAD_ID} (the padding id). Check the "
-                "vocabulary and the tokenization step."
-            )
+            raise DataError(f"{self._where(example, i)}: '{feature}' must be a 1-D array of "
+                            f"integer token ids; got shape {tokens.shape} and dtype "
+                            f"{tokens.dtype}.")
         if feature == "targets" and tokens.size == 0:
-            raise DataError(f"{where}: 'targets' is empty; it must at least hold EOS.")
+            raise DataError(f"{self._where(example, i)}: 'targets' is empty; it must at least "
+                            "hold EOS.")
         return tokens.astype(np.int32, copy=False)
+
+    def _check_ids(self, examples: Sequence[Mapping], feature: str,
+                   parts: list[np.ndarray]) -> None:
+        """Refuses ids <= the padding id (checked on the whole window at once)."""
+        if not parts or np.concatenate(parts).min(initial=PAD_ID + 1) > PAD_ID:
+            return
+        i = next(i for i, t in enumerate(parts) if t.min(initial=PAD_ID + 1) <= PAD_ID)
+        raise DataError(
+            f"{self._where(examples[i], i)}: '{feature}' contains token id "
+            f"{int(parts[i].min())} at position {int(np.argmin(parts[i]))}; ids must be > "
+            f"{PAD_ID} (the padding id). Check the vocabulary and the tokenization step."
+        )
 
     @staticmethod
     def _task_index(value: object, i: int) -> int:

@@ -85,7 +85,10 @@ def best_fit_decreasing(lengths: np.ndarray, capacities: Sequence[int]) -> list[
     for rank, idx in enumerate(order):
         need = lengths[idx]
         room = open_room[:num_open]
-        candidates = np.flatnonzero(np.all(room >= need, axis=1))
+        fits = room[:, 0] >= need[0]
+        for k in range(1, dims):
+            fits &= room[:, k] >= need[k]
+        candidates = np.flatnonzero(fits)
         if candidates.size:
             if dims == 1:
                 slot = candidates[np.argmin(room[candidates, 0])]
@@ -98,6 +101,8 @@ def best_fit_decreasing(lengths: np.ndarray, capacities: Sequence[int]) -> list[
             open_room[num_open] = caps - need
             num_open += 1
             bins.append([int(idx)])
+        if rank % 16:  # Closing bins only saves work: check now and then.
+            continue
         useful = np.all(open_room[:num_open] >= suffix_min[rank + 1], axis=1)
         if not useful.all():
             kept = int(useful.sum())
