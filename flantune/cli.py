@@ -31,6 +31,28 @@ class CliError(Exception):
     """A user error on the command line, printed without a traceback."""
 
 
+# The t5x macros a run config must bind (gin_configs/runs/*.gin declare them %gin.REQUIRED).
+REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS")
+
+
+def check_required_macros(names: Sequence[str] = REQUIRED_MACROS) -> None:
+    """Raises a CliError naming every required macro still unbound (or bound to REQUIRED)."""
+    missing = []
+    for name in names:
+        try:
+            value = gin.query_parameter(f"%{name}")
+        except ValueError:
+            missing.append(name)
+            continue
+        if repr(value) == "%gin.REQUIRED":
+            missing.append(name)
+    if missing:
+        raise CliError(
+            "Missing required gin macros: " + ", ".join(missing) + ". A run needs "
+            + ", ".join(names) + " (bind them in a gin file or with --gin.NAME=VALUE, e.g. "
+            "--gin.MODEL_DIR=\"'runs/demo'\").")
+
+
 def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separates ``--gin.NAME=VALUE`` bindings (argparse cannot express them) from the rest."""
     bindings, rest = [], []
@@ -45,8 +67,18 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return bindings, rest
 
 
+def default_search_paths() -> list[str]:
+    """The working directory and flantune's own checkout (where ``gin_configs/`` lives)."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [os.getcwd()]
+    if os.path.isdir(os.path.join(checkout, "gin_configs")) and checkout not in paths:
+        paths.append(checkout)
+    return paths
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str]) -> None:
     """Parses gin files and bindings, turning gin's errors into ones naming the culprit."""
+    search_paths = [*search_paths, *default_search_paths()]
     for path in search_paths:
         gin.add_config_file_search_path(path)
     for path in files:
@@ -100,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--task_feature_lengths", type=_feature_lengths, default=None,
                          help="e.g. inputs=512,targets=128 (default: gin TASK_FEATURE_LENGTHS)")
     _common_arguments(inspect)
+
+    train = commands.add_parser(
+        "train", help="train (or resume) a model as the gin config says",
+        description="Fine-tune on a task or mixture. Configure with --gin_file and "
+                    "--gin.NAME=VALUE (MODEL_DIR, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, "
+                    "TRAIN_STEPS, BATCH_SIZE, INITIAL_CHECKPOINT_PATH, MODEL).")
+    _common_arguments(train)
+    train.add_argument("--coordinator_address", default=None,
+                       help="multi-host: host:port of process 0 (else from the environment)")
+    train.add_argument("--num_processes", type=int, default=None)
+    train.add_argument("--process_id", type=int, default=None)
     return parser
 
 
@@ -125,6 +168,27 @@ def run_inspect(args: argparse.Namespace) -> None:
     print_report(report)
 
 
+def run_train(args: argparse.Namespace) -> None:
+    import flantune.partitioning as partitioning
+    from flantune import gin_config
+    from flantune.train.loop import TrainError, summary, train, write_config
+
+    partitioning.initialize_distributed(args.coordinator_address, args.num_processes,
+                                        args.process_id)
+    check_required_macros()
+    try:
+        config = gin_config.train_config()
+    except (ValueError, TypeError) as err:
+        raise CliError(f"Bad gin configuration: {err}") from None
+    write_config(config.model_dir, "config.gin", gin.config_str())
+    try:
+        result = train(config)
+    except TrainError as err:
+        raise CliError(str(err)) from None
+    write_config(config.model_dir, "operative_config.gin", gin.operative_config_str())
+    print(summary(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -135,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import_modules(args.module_import or ["tasks"])
         if args.command == "inspect":
             run_inspect(args)
+        elif args.command == "train":
+            run_train(args)
     except (CliError, DataError) as err:
         print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,50 @@
+"""gin wiring at the edge: flantune's config dataclasses as configurables, and the run config.
+
+Run configs follow t5x: macros MODEL_DIR, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
+TRAIN_STEPS, BATCH_SIZE and INITIAL_CHECKPOINT_PATH feed ``train_config``; everything
+else is a binding on the configurables registered here, e.g.
+``flantune.OptimizerConfig.name = 'adamw'``; the model comes from a model gin file
+(``gin_configs/models/*.gin``, which binds ``model_config.config``).
+"""
+
+from __future__ import annotations
+
+import gin
+
+import flantune.partitioning as partitioning
+from flantune.models import gin_registry
+from flantune.train.checkpoints import CheckpointConfig
+from flantune.train.loop import TrainConfig
+from flantune.train.losses import LossConfig
+from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
+from flantune.train.step import StepConfig
+
+for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig):
+    gin.external_configurable(_cls, module="flantune")
+
+
+@gin.configurable(module="flantune")
+def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+                 task_feature_lengths: dict = gin.REQUIRED, train_steps: int = gin.REQUIRED,
+                 batch_size: int = 32, model=None, optimizer: OptimizerConfig | None = None,
+                 step: StepConfig | None = None, checkpoint: CheckpointConfig | None = None,
+                 mesh: partitioning.MeshConfig | None = None, rules="data_parallel",
+                 initial_checkpoint_path: str | None = None, seed: int = 0,
+                 log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
+                 progress: bool = True) -> TrainConfig:
+    """The TrainConfig the gin config describes (the model: a gin model file's selection)."""
+    if model is None:
+        try:
+            model = gin_registry.model_config()
+        except ValueError as err:
+            raise ValueError("No model configured: add a model gin file, e.g. "
+                             "--gin_file=gin_configs/models/t5_1_1_small.gin "
+                             f"({err}).") from None
+    return TrainConfig(
+        model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
+        task_feature_lengths=dict(task_feature_lengths), train_steps=int(train_steps),
+        batch_size=int(batch_size), model=model, optimizer=optimizer or OptimizerConfig(),
+        step=step or StepConfig(), checkpoint=checkpoint or CheckpointConfig(),
+        mesh=mesh or partitioning.MeshConfig(), rules=rules,
+        initial_checkpoint_path=initial_checkpoint_path, seed=seed,
+        log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress)

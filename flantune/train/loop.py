@@ -1,0 +1,194 @@
+"""The training loop: data -> sharded train step -> metrics and checkpoints.
+
+Everything is decided before the first step: the mesh and batch size are checked, MODEL_DIR is
+probed for writability and for an existing checkpoint (resumed with its data position), or the
+initial checkpoint is loaded with a fresh optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+import flantune.partitioning as partitioning
+from flantune.data import BatchIterator, DataError
+from flantune.data.vocabulary import DEFAULT_VOCABULARY
+from flantune.train.checkpoints import CheckpointConfig, Checkpointer, load_initial_params
+from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
+from flantune.train.optimizers import OptimizerConfig, make_optimizer
+from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
+from flantune.train.step import StepConfig, make_train_step
+
+PyTree = Any
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue, with what to do about it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str
+    mixture_or_task_name: str
+    task_feature_lengths: Mapping[str, int]
+    train_steps: int
+    batch_size: int
+    model: ModelConfig
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    step: StepConfig = dataclasses.field(default_factory=StepConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    mesh: partitioning.MeshConfig = dataclasses.field(default_factory=partitioning.MeshConfig)
+    rules: str | tuple = "data_parallel"
+    initial_checkpoint_path: str | None = None
+    seed: int = 0
+    data_seed: int | None = None  # default: seed
+    log_every_steps: int = 10
+    window: int = 4096
+    mixing: str = "exact"
+    pack: bool = True
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class TrainResult:
+    final_step: int
+    losses: dict[int, float]
+    model_dir: str
+
+
+def _check_vocabulary(config: TrainConfig) -> None:
+    size = DEFAULT_VOCABULARY.vocab_size
+    if config.model.vocab_size < size:
+        raise TrainError(
+            f"The model's vocab_size {config.model.vocab_size} is smaller than the vocabulary's "
+            f"{size} ids ({DEFAULT_VOCABULARY.sentencepiece_model_file}); set the model config's "
+            "vocab_size to at least that, or choose a smaller vocabulary.")
+
+
+def _rules(config: TrainConfig) -> partitioning.LogicalAxisRules:
+    if isinstance(config.rules, str):
+        return partitioning.axis_rules(config.rules)
+    return tuple(config.rules)
+
+
+def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = None
+          ) -> TrainResult:
+    """Runs (or resumes) training as configured; returns the losses it logged."""
+    if config.train_steps <= 0:
+        raise TrainError(f"TRAIN_STEPS must be positive, got {config.train_steps}.")
+    mesh = partitioning.make_mesh(config.mesh)
+    partitioning.check_batch_size(config.batch_size, mesh)
+    rules = _rules(config)
+    _check_vocabulary(config)
+    checkpointer = Checkpointer(config.model_dir, config.checkpoint)  # probes writability
+    process, processes = jax.process_index(), jax.process_count()
+    is_chief = process == 0
+
+    spec = ModelSpec.from_config(config.model)
+    optimizer, schedule = make_optimizer(config.optimizer)
+    data = BatchIterator(
+        config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
+        batch_size=config.batch_size // processes, converter=spec.family,
+        seed=config.seed if config.data_seed is None else config.data_seed,
+        process_index=process, process_count=processes, window=config.window,
+        mixing=config.mixing, pack=config.pack)
+    step_config = dataclasses.replace(config.step, num_tasks=len(data.task_names))
+
+    with partitioning.activation_rules(rules, mesh):
+        shardings = state_shardings(spec, optimizer, mesh, rules)
+        state = _initial_state(config, spec, optimizer, shardings, checkpointer, data)
+        start = int(jax.device_get(state["step"]))
+        step_fn = jax.jit(make_train_step(spec, optimizer, schedule, step_config),
+                          in_shardings=(shardings, partitioning.batch_sharding(mesh)),
+                          out_shardings=(shardings, None), donate_argnums=(0,))
+        writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
+        throughput, losses = Throughput(), {}
+        pending: list[tuple[int, dict]] = []
+        with ProgressBar(config.train_steps, start, enabled=is_chief and config.progress) as bar:
+            for step in range(start, config.train_steps):
+                local = next(data)
+                throughput.add(real_tokens(local) * processes)
+                state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
+                pending.append((step + 1, metrics))
+                done = step + 1
+                if done % config.log_every_steps == 0 or done == config.train_steps:
+                    logged = _log(pending, data.task_names, throughput, writer)
+                    losses.update({s: m["loss"] for s, m in logged})
+                    bar.update(done, logged[-1][1]["loss"], logged[-1][1]["tokens_per_s"])
+                    if on_step is not None:
+                        for s, m in logged:
+                            on_step(s, m)
+                    pending = []
+                if checkpointer.should_save(done) or done == config.train_steps:
+                    checkpointer.save(done, state, data_state=data.get_state().to_json(),
+                                      force=done == config.train_steps)
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+        writer.close()
+    return TrainResult(final_step=config.train_steps, losses=losses, model_dir=config.model_dir)
+
+
+def real_tokens(batch: Mapping[str, np.ndarray]) -> int:
+    """Non-padding tokens the model reads and predicts in a (local) batch."""
+    return int(sum(np.count_nonzero(batch[k]) for k in ("encoder_input_tokens",
+                                                         "decoder_target_tokens") if k in batch))
+
+
+def _log(pending: list[tuple[int, dict]], task_names, throughput: Throughput,
+         writer: MetricWriter) -> list[tuple[int, dict[str, float]]]:
+    """Fetches the pending steps' metrics (one device sync per log interval) and writes them."""
+    fetched = jax.device_get([m for _, m in pending])
+    tokens_per_s, _ = throughput.report()
+    out = []
+    for (step, _), values in zip(pending, fetched, strict=True):
+        scalars = {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
+        if "task_loss_sum" in values:
+            scalars.update(per_task_losses(task_names, np.asarray(values["task_loss_sum"]),
+                                           np.asarray(values["task_tokens"])))
+        scalars["tokens_per_s"] = tokens_per_s
+        writer.scalars(step, scalars)
+        out.append((step, scalars))
+    return out
+
+
+def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: PyTree,
+                   checkpointer: Checkpointer, data: BatchIterator) -> PyTree:
+    """Resume from MODEL_DIR's latest checkpoint, else the initial checkpoint, else random."""
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        target = abstract_state(spec, optimizer, shardings, config.seed)
+        state, data_state = checkpointer.restore(latest, target)
+        if data_state is None:
+            raise TrainError(f"The checkpoint at step {latest} in {config.model_dir} has no data "
+                             "position for this process; cannot resume the data stream exactly.")
+        try:
+            data.set_state(data_state)
+        except DataError as err:
+            raise TrainError(f"Resuming {config.model_dir} at step {latest}: {err}") from None
+        return state
+    if config.initial_checkpoint_path:
+        params = load_initial_params(config.initial_checkpoint_path, jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            spec.abstract_params(), shardings["params"]))
+        return init_state(spec, optimizer, shardings, seed=config.seed, params=params)
+    return init_state(spec, optimizer, shardings, seed=config.seed)
+
+
+def write_config(model_dir: str, name: str, text: str) -> None:
+    """Writes a config file (e.g. the operative gin config) into MODEL_DIR, on process 0."""
+    if jax.process_index() == 0:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def summary(result: TrainResult) -> str:
+    first, last = min(result.losses), max(result.losses)
+    return json.dumps({"first_logged_step": first, "first_loss": result.losses[first],
+                       "last_logged_step": last, "last_loss": result.losses[last]})

@@ -1,0 +1,128 @@
+"""The train step: forward, loss, gradients (optionally over microbatches), optimizer update.
+
+Gradients are accumulated as *unnormalized* sums over microbatches and divided once by the
+full batch's normalizer, so k microbatches give exactly the full-batch update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flantune.train.losses import LossConfig, LossNormalization, loss_sums
+from flantune.train.state import ModelSpec
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+
+MODEL_INPUTS = {
+    "enc_dec": ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
+                "decoder_segment_ids", "encoder_positions", "decoder_positions"),
+    "decoder": ("decoder_input_tokens", "decoder_segment_ids", "decoder_positions",
+                "decoder_causal_attention"),
+}
+LABEL_KEYS = ("decoder_target_tokens", "decoder_loss_weights", "decoder_task_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    num_microbatches: int = 1
+    num_tasks: int = 0  # > 0: per-task loss from ``decoder_task_ids``
+    dropout: bool = False  # dropout on (uses the model config's dropout rate)
+
+
+def model_inputs(batch: Batch, family: str) -> dict[str, jax.Array]:
+    """The batch features the model's ``__call__`` takes (SeqIO key names)."""
+    return {k: batch[k] for k in MODEL_INPUTS[family] if k in batch}
+
+
+def _microbatches(batch: Batch, count: int) -> Batch:
+    def split(x: jax.Array) -> jax.Array:
+        if x.shape[0] % count:
+            raise ValueError(f"Batch of {x.shape[0]} rows does not split into {count} "
+                             "microbatches; make BATCH_SIZE a multiple of the microbatch count.")
+        return x.reshape(count, x.shape[0] // count, *x.shape[1:])
+
+    return {k: split(v) for k, v in batch.items()}
+
+
+def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, config: StepConfig
+                    ) -> Callable[[PyTree, Batch], tuple[PyTree, dict[str, jax.Array]]]:
+    """``step(state, batch) -> (state, metrics)``; jit it with the state's shardings."""
+    family = spec.family
+
+    def sums_and_grads(params: PyTree, batch: Batch, rng: jax.Array):
+        def loss_fn(p: PyTree):
+            model = spec.merge(p)
+            logits = model(**model_inputs(batch, family), deterministic=not config.dropout,
+                           dropout_rng=rng if config.dropout else None)
+            sums = loss_sums(logits, batch["decoder_target_tokens"],
+                             batch["decoder_loss_weights"], config.loss,
+                             segment_ids=batch.get("decoder_segment_ids"),
+                             task_ids=batch.get("decoder_task_ids"), num_tasks=config.num_tasks)
+            return sums["loss"], sums
+
+        (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return sums, grads
+
+    def step(state: PyTree, batch: Batch) -> tuple[PyTree, dict[str, jax.Array]]:
+        params = state["params"]
+        rng, step_rng = jax.random.split(state["rng"])
+        if config.num_microbatches == 1:
+            sums, grads = sums_and_grads(params, batch, step_rng)
+        else:
+            micro = _microbatches(batch, config.num_microbatches)
+            keys = jax.random.split(step_rng, config.num_microbatches)
+            zero_sums, zero_grads = jax.eval_shape(
+                sums_and_grads, params, jax.tree.map(lambda x: x[0], micro), keys[0])
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zero_sums, zero_grads))
+
+            def accumulate(carry, xs):
+                part, key = xs
+                sums_i, grads_i = sums_and_grads(params, part, key)
+                return jax.tree.map(jnp.add, carry, (sums_i, grads_i)), None
+
+            (sums, grads), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
+            if config.loss.normalization is LossNormalization.CONSTANT:
+                sums["denominator"] = jnp.asarray(config.loss.constant, jnp.float32)
+        denominator = jnp.maximum(sums["denominator"], 1e-9)
+        grads = jax.tree.map(lambda g: g / denominator, grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = {
+            "loss": sums["loss"] / denominator,
+            "z_loss": sums["z_loss"] / denominator,
+            "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0),
+            "target_tokens": sums["weight"],
+            "learning_rate": schedule(state["step"]),
+            "grad_norm": optax.global_norm(grads),
+        }
+        if "task_loss" in sums:
+            metrics["task_loss_sum"] = sums["task_loss"]
+            metrics["task_tokens"] = sums["task_weight"]
+        new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1,
+                     "rng": rng}
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_loss(spec: ModelSpec, config: StepConfig
+                   ) -> Callable[[PyTree, Batch], dict[str, jax.Array]]:
+    """``eval_loss(params, batch) -> summed loss metrics`` (no update, deterministic)."""
+    family = spec.family
+
+    def eval_loss(params: PyTree, batch: Batch) -> dict[str, jax.Array]:
+        logits = spec.merge(params)(**model_inputs(batch, family), deterministic=True)
+        return loss_sums(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
+                         config.loss, segment_ids=batch.get("decoder_segment_ids"),
+                         task_ids=batch.get("decoder_task_ids"), num_tasks=config.num_tasks)
+
+    return eval_loss
