@@ -12,6 +12,7 @@ next-fit), hence the hand-written loop; the per-example work is vectorised over 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,19 +35,34 @@ def packing_order(lengths: np.ndarray, capacities: Sequence[int]) -> np.ndarray:
     n = lengths.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    scaled = lengths / caps
+    scaled = _common_scale(lengths, caps)
     binding = int(np.argmax(scaled.sum(axis=0)))
     size = scaled.max(axis=1)
     in_binding_group = scaled[:, binding] >= size
-    groups, paces = [], []
+    groups = []
     for group in (np.flatnonzero(in_binding_group), np.flatnonzero(~in_binding_group)):
         group = group[np.lexsort([group, -size[group]])]
-        total = size[group].sum()
         done_before = np.cumsum(size[group]) - size[group]
-        groups.append(group)
-        paces.append(done_before / total if total > 0 else np.zeros(group.size))
-    merged = np.concatenate(groups)
-    return merged[np.argsort(np.concatenate(paces), kind="stable")]
+        groups.append((group.tolist(), done_before.tolist(), size[group].sum().item()))
+    (first, first_done, first_total), (second, second_done, second_total) = groups
+    if not first or not second or first_total == 0 or second_total == 0:
+        return np.asarray(first + second, dtype=np.int64)
+    # Pace done / total, compared exactly: both scaled by first_total * second_total.
+    keyed = ([(d * second_total, 0, j) for j, d in enumerate(first_done)]
+             + [(d * first_total, 1, j) for j, d in enumerate(second_done)])
+    members = (first, second)
+    return np.asarray([members[g][j] for _, g, j in sorted(keyed)], dtype=np.int64)
+
+
+def _common_scale(lengths: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Lengths normalised by capacity, exactly: as integer multiples of 1 / lcm(capacities).
+
+    Falls back to floating point if the integers could overflow (very unusual capacities).
+    """
+    common = math.lcm(*caps.tolist())
+    if common * max(int(lengths.sum()), 1) < 2**62:
+        return lengths * np.asarray([common // c for c in caps.tolist()], dtype=np.int64)
+    return lengths / caps
 
 
 def best_fit_decreasing(lengths: np.ndarray, capacities: Sequence[int]) -> list[list[int]]:
@@ -70,7 +86,13 @@ def best_fit_decreasing(lengths: np.ndarray, capacities: Sequence[int]) -> list[
     if n == 0:
         return []
     order = packing_order(lengths, caps)
-    scaled = lengths / caps
+    # Dot products of capacity-normalised vectors, in exact integers (so the choice is the
+    # same on every machine): sum_k room_k * need_k * (lcm / cap_k) ** 2.
+    common = math.lcm(*caps.tolist())
+    if dims * common**2 < 2**62:
+        weighted = lengths * np.asarray([(common // c) ** 2 for c in caps.tolist()], np.int64)
+    else:  # Very unusual capacities: floating point.
+        weighted = lengths / caps.astype(np.float64) ** 2
 
     # Smallest remaining example per dimension from position i on: a bin with less room than
     # that in any dimension can never take another example and is closed.
@@ -93,7 +115,7 @@ def best_fit_decreasing(lengths: np.ndarray, capacities: Sequence[int]) -> list[
             if dims == 1:
                 slot = candidates[np.argmin(room[candidates, 0])]
             else:
-                slot = candidates[np.argmax((room[candidates] / caps) @ scaled[idx])]
+                slot = candidates[np.argmax((room[candidates] * weighted[idx]).sum(axis=1))]
             room[slot] -= need
             bins[open_ids[slot]].append(int(idx))
         else:

@@ -132,3 +132,13 @@ def test_empty_and_full_length():
 def test_bad_input(lengths, caps, match):
     with pytest.raises(ValueError, match=match):
         best_fit_decreasing(lengths, caps)
+
+
+def test_unusual_capacities_fall_back_to_floating_point():
+    # lcm of two large coprime capacities is ~4.6e18: exact integer scaling would overflow.
+    caps = [2**31 - 1, 2**31 - 2]
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 2**30, (50, 2))
+    bins = best_fit_decreasing(lengths, caps)
+    check_valid(bins, lengths, caps)
+    assert bins == best_fit_decreasing(lengths, caps)
