@@ -1,13 +1,12 @@
-"""Model configurations: plain frozen dataclasses, gin-configurable at the edge.
+"""Model configurations: plain frozen dataclasses (gin registration lives in `gin_registry`).
 
-Both classes are hashable so a model's configuration can be a static attribute of a module.
+They are hashable so a model's configuration can be a static attribute of a module.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import gin
 import jax.numpy as jnp
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
@@ -27,7 +26,6 @@ def _check_dtype(owner: str, field: str, value: str) -> None:
         ) from err
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class T5Config:
     """Encoder-decoder T5. Defaults are T5 v1.1 small; v1.0 is `gated_mlp=False`,
@@ -58,7 +56,6 @@ class T5Config:
         _check_dtype("T5Config", "dtype", self.dtype)
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """Llama 3 style frequency-dependent RoPE scaling (Hugging Face `rope_type='llama3'`)."""
@@ -69,7 +66,6 @@ class RopeScaling:
     original_max_position_embeddings: int = 8192
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
     """Decoder-only Llama / Mistral family. Defaults are Llama-2 7B."""
