@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -35,6 +37,26 @@ def _check_address(address: str) -> None:
         raise DistributedInitError(
             f"coordinator address {address!r} must be host:port (e.g. 10.0.0.1:1234), the "
             "address of process 0 and a free port on it.")
+
+
+def _wait_for_coordinator(address: str, timeout_seconds: float, who: str) -> None:
+    """Waits until something listens at `address`. JAX's runtime aborts the whole process (no
+    Python exception) when it cannot reach the coordinator, so a clear error must come first."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise DistributedInitError(
+                    f"{who} could not reach the coordinator at {address} within "
+                    f"{timeout_seconds} s ({err}). Check that process 0 runs, that the address "
+                    "and port are reachable from every process, and that all processes agree on "
+                    "them.") from err
+            time.sleep(0.2)
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -79,6 +101,9 @@ def initialize_distributed(coordinator_address: str | None = None,
         raise DistributedInitError(
             f"process_id={process_id} must be in [0, {num_processes}) for num_processes="
             f"{num_processes}.")
+    who = f"process {process_id} of {num_processes}"
+    if coordinator_address is not None and process_id not in (None, 0):
+        _wait_for_coordinator(coordinator_address, timeout_seconds, who)
     try:
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id,
@@ -86,8 +111,8 @@ def initialize_distributed(coordinator_address: str | None = None,
                                    initialization_timeout=timeout_seconds)
     except Exception as err:  # the runtime raises bare RuntimeErrors / XlaRuntimeErrors
         raise DistributedInitError(
-            f"could not start the multi-process runtime as process {process_id} of "
-            f"{num_processes} with coordinator {coordinator_address} within {timeout_seconds} "
-            f"s: {err}. Check that process 0 runs, that the address and port are reachable "
-            "from every process, and that all processes agree on them.") from err
+            f"{who} could not start the multi-process runtime with coordinator "
+            f"{coordinator_address} within {timeout_seconds} s: {err}. Check that process 0 "
+            "runs, that the address and port are reachable from every process, and that all "
+            "processes agree on them.") from err
     return True
