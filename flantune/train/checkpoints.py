@@ -156,6 +156,16 @@ def _restore_args(abstract: PyTree) -> PyTree:
     return ocp.checkpoint_utils.construct_restore_args(abstract)
 
 
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Names the handler of each item, so a fresh manager (after a restart) can read them."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(STATE_ITEM, ocp.args.StandardSave)
+    registry.add(STATE_ITEM, ocp.args.StandardRestore)
+    registry.add(DATA_STATE_ITEM, ocp.args.JsonSave)
+    registry.add(DATA_STATE_ITEM, ocp.args.JsonRestore)
+    return registry
+
+
 class Checkpointer:
     """Saves and restores the train state (and the data iterator's position) in a MODEL_DIR."""
 
@@ -165,7 +175,12 @@ class Checkpointer:
         _check_writable(self.directory)
         metric = config.best_metric
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=config.save_interval_steps,
+            # Every interval, and at a preemption sync point (a scheduler's shutdown notice);
+            # orbax's default would also save the first step of a fresh run.
+            save_decision_policy=ocp.checkpoint_managers.AnySavePolicy([
+                ocp.checkpoint_managers.FixedIntervalPolicy(config.save_interval_steps),
+                ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+            ]),
             preservation_policy=_preservation_policy(config),
             best_fn=(lambda metrics: metrics[metric]) if metric else None,
             best_mode=config.best_mode,
@@ -174,15 +189,15 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=(STATE_ITEM, DATA_STATE_ITEM))
+            self.directory, options=options, handler_registry=_handler_registry())
         self._name_format = ocp.step.standard_name_format()
 
     def latest_step(self) -> int | None:
-        """The newest complete step, or None when the directory holds none."""
+        """The newest saved step (a background save counts from its start), or None."""
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        """Every complete step, ascending."""
+        """Every saved step, ascending (a background save counts from its start)."""
         return sorted(self._manager.all_steps())
 
     def best_step(self) -> int | None:
@@ -194,7 +209,8 @@ class Checkpointer:
         return ocp.step.build_step_path(self.directory, self._name_format, step)
 
     def should_save(self, step: int) -> bool:
-        """True at every `save_interval_steps`-th step not saved yet."""
+        """True at every `save_interval_steps`-th step newer than the latest saved one, and when
+        the cluster has announced a preemption."""
         return self._manager.should_save(step)
 
     def save(self, step: int, state: PyTree, *, data_state: str | Mapping[int, str] | None = None,
@@ -238,6 +254,7 @@ class Checkpointer:
         `abstract_state` (`jax.ShapeDtypeStruct` leaves with `.sharding`, which may be on a
         different mesh than the one saved from). Returns (state, this process's data iterator
         state JSON, or None if the step holds none)."""
+        self._manager.wait_until_finished()
         step = self._existing_step(step)
         path = self.step_path(step)
         items = self._read_item_metadata(step, path)

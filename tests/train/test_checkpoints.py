@@ -1,0 +1,480 @@
+"""Tests for flantune.train.checkpoints.
+
+Tests that need several devices or processes run this file as a script in a subprocess (with
+XLA_FLAGS forcing 8 host devices, or with jax.distributed over 2 processes); see `_main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from flantune.models import DecoderConfig, T5Config, build_model, model_params, save_hf_checkpoint
+from flantune.train.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    CheckpointError,
+    load_initial_params,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_T5 = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                   num_encoder_layers=2, num_decoder_layers=2)
+TINY_DECODER = DecoderConfig(vocab_size=64, emb_dim=16, num_heads=2, num_kv_heads=1, head_dim=8,
+                             mlp_dim=32, num_layers=2, max_position_embeddings=64)
+OPTIMIZERS = {"adamw": lambda: optax.adamw(1e-3), "adafactor": lambda: optax.adafactor(1e-3)}
+
+
+def make_state(config=TINY_T5, optimizer: str = "adamw", seed: int = 0) -> dict:
+    """A train state whose optimizer state is not all zeros (one real update applied)."""
+    params = model_params(build_model(config, nnx.Rngs(seed)))
+    tx = OPTIMIZERS[optimizer]()
+    opt_state = tx.init(params)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01) + 0.001 * p, params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return {"params": params, "opt_state": opt_state, "step": jnp.asarray(7, jnp.int32),
+            "rng": jax.random.PRNGKey(seed)}
+
+
+def abstract_of(tree, sharding_fn=lambda leaf: SingleDeviceSharding(jax.devices()[0])):
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding_fn(leaf)),
+        tree)
+
+
+def to_numpy(tree):
+    return jax.tree.map(lambda leaf: np.array(leaf), tree)
+
+
+def assert_trees_equal(actual, expected) -> None:
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(actual),
+                            jax.tree.leaves(expected), strict=True):
+        name = jax.tree_util.keystr(path)
+        assert np.asarray(a).dtype == np.asarray(b).dtype, name
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def sync_config(**kwargs) -> CheckpointConfig:
+    return CheckpointConfig(**{"save_interval_steps": 1, "async_save": False, **kwargs})
+
+
+# --------------------------------------------------------------------------- round trip / async
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("async_save", [False, True])
+def test_round_trip_restores_every_leaf_and_the_data_state(tmp_path, optimizer, async_save):
+    state = make_state(optimizer=optimizer)
+    expected = to_numpy(state)
+    data_state = json.dumps({"position": 123, "epoch": 1})
+    config = CheckpointConfig(save_interval_steps=10, async_save=async_save)
+    with Checkpointer(tmp_path / "model", config) as checkpointer:
+        assert checkpointer.save(10, state, data_state=data_state)
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [10]
+    # A new Checkpointer (as after a restart) finds and restores the step.
+    with Checkpointer(tmp_path / "model", config) as checkpointer:
+        assert checkpointer.latest_step() == 10
+        restored, restored_data_state = checkpointer.restore(None, abstract_of(state))
+    assert restored_data_state == data_state
+    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+    assert_trees_equal(restored["opt_state"], state["opt_state"])  # namedtuples rebuilt
+
+
+def test_restore_without_data_state_returns_none(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        restored, data_state = checkpointer.restore(1, abstract_of(state))
+    assert data_state is None
+    assert_trees_equal(restored, state)
+
+
+def test_restore_casts_to_the_requested_dtype(tmp_path):
+    state = make_state()
+    abstract = abstract_of(state)
+    abstract["params"] = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, jnp.bfloat16, sharding=leaf.sharding),
+        abstract["params"])
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        restored, _ = checkpointer.restore(1, abstract)
+    assert_trees_equal(restored["params"],
+                       jax.tree.map(lambda p: p.astype(jnp.bfloat16), state["params"]))
+
+
+def test_async_save_returns_before_the_write_finishes(tmp_path, monkeypatch):
+    """The background write is held at a gate: if `save` waited for the write it could not
+    return before the gate opens, and the step would already be complete."""
+    gate = threading.Event()
+    original_write = ocp.JsonCheckpointHandler._save_fn
+
+    async def gated_write(self, item, directory):
+        await asyncio.to_thread(gate.wait, 60)
+        await original_write(self, item, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", gated_write)
+    state = make_state(optimizer="adafactor")
+    expected = to_numpy(state)
+    checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
+    try:
+        assert checkpointer.save(3, state, data_state='{"p": 3}')
+        # Orbax writes into a temporary directory and renames it once everything is written.
+        assert not checkpointer.step_path(3).exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("3.")]
+        # The caller may donate or free the state's buffers right after `save` returns.
+        for leaf in jax.tree.leaves(state):
+            leaf.delete()
+        gate.set()
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [3]
+        restored, data_state = checkpointer.restore(3, abstract_of(expected))
+    finally:
+        gate.set()
+        checkpointer.close()
+    assert data_state == '{"p": 3}'
+    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+
+
+# --------------------------------------------------------------------------- when / what to keep
+
+
+def test_should_save_follows_the_interval_and_force_overrides_it(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config(save_interval_steps=3)) as checkpointer:
+        assert [s for s in range(1, 10) if checkpointer.should_save(s)] == [3, 6, 9]
+        assert not checkpointer.save(4, state)
+        assert checkpointer.save(3, state)
+        assert checkpointer.save(4, state, force=True)
+        assert checkpointer.all_steps() == [3, 4]
+        assert not checkpointer.should_save(3)  # already saved
+
+
+def test_keeps_the_last_n_steps(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config(keep=2)) as checkpointer:
+        for step in range(1, 6):
+            checkpointer.save(step, state)
+        assert checkpointer.all_steps() == [4, 5]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["4", "5"]
+
+
+@pytest.mark.parametrize(("mode", "best_two"), [("max", [2, 4]), ("min", [1, 3])])
+def test_keeps_the_best_steps_by_metric_besides_the_latest(tmp_path, mode, best_two):
+    scores = {1: 0.10, 2: 0.90, 3: 0.05, 4: 0.80, 5: 0.50, 6: 0.30}
+    state = make_state()
+    config = sync_config(keep=1, keep_best=2, best_metric="accuracy", best_mode=mode)
+    with Checkpointer(tmp_path, config) as checkpointer:
+        for step, score in scores.items():
+            checkpointer.save(step, state, metrics={"accuracy": score, "loss": 1.0})
+        checkpointer.save(7, state)  # a periodic save without eval metrics: kept as the latest
+        assert checkpointer.all_steps() == sorted([*best_two, 7])
+        assert checkpointer.best_step() == (2 if mode == "max" else 3)
+
+
+def test_metrics_without_the_best_metric_are_rejected(tmp_path):
+    config = sync_config(keep=1, keep_best=1, best_metric="accuracy")
+    with Checkpointer(tmp_path, config) as checkpointer:
+        with pytest.raises(CheckpointError, match=r"step 5 lack best_metric 'accuracy'.*'loss'"):
+            checkpointer.save(5, make_state(), metrics={"loss": 0.3})
+        assert checkpointer.all_steps() == []
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"keep_best": 2}, "needs best_metric"),
+    ({"best_mode": "lowest"}, "'max' or 'min'"),
+    ({"keep": 0}, "keep=0 must be >= 1"),
+    ({"save_interval_steps": 0}, "save_interval_steps=0"),
+])
+def test_bad_configuration_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CheckpointConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"num_encoder_layers": 3},
+     "missing params/encoder/layers/layers/2/attention/key (16, 2, 8)"),
+    ({"mlp_dim": 48},
+     "params/decoder/layers/layers/0/mlp/wi_0/kernel: stored shape (16, 32), expected (16, 48)"),
+])
+def test_incompatible_checkpoint_names_step_path_and_first_mismatches(tmp_path, change, expected):
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(20, make_state())
+    other = T5Config(**{**TINY_T5.__dict__, **change})
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        with pytest.raises(CheckpointError) as info:
+            checkpointer.restore(None, abstract_of(make_state(other)))
+    message = str(info.value)
+    assert f"checkpoint step 20 at {tmp_path / '20'} does not match" in message
+    assert expected in message
+    assert "INITIAL_CHECKPOINT_PATH" in message and "MODEL_DIR" in message
+
+
+def test_other_optimizer_state_is_incompatible(tmp_path):
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, make_state(optimizer="adamw"))
+        with pytest.raises(CheckpointError, match=r"unexpected opt_state/0/mu/"):
+            checkpointer.restore(1, abstract_of(make_state(optimizer="adafactor")))
+
+
+def test_restoring_a_missing_step_or_from_an_empty_directory_fails_clearly(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
+            checkpointer.restore(None, abstract_of(state))
+        checkpointer.save(2, state)
+        with pytest.raises(CheckpointError, match=r"no checkpoint for step 5; saved steps: \[2\]"):
+            checkpointer.restore(5, abstract_of(state))
+
+
+def test_damaged_checkpoint_names_step_and_path_and_the_earlier_step(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        checkpointer.save(2, state)
+    data_files = [p for p in (tmp_path / "2" / "state").rglob("*")
+                  if p.is_file() and p.parent.name == "d"]
+    assert data_files, "expected OCDBT data files under state/**/d/"
+    for path in data_files:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        with pytest.raises(CheckpointError,
+                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1\)"):
+            checkpointer.restore(None, abstract_of(state))
+        restored, _ = checkpointer.restore(1, abstract_of(state))
+    assert_trees_equal(restored, state)
+
+
+def _unwritable_directory(tmp_path: Path) -> Path:
+    """A MODEL_DIR that cannot be created: under a read-only directory, or, when running as root
+    (which ignores permission bits), under a regular file."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    probe = locked / "probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return locked / "model_dir"
+    probe.unlink()
+    regular_file = tmp_path / "file.txt"
+    regular_file.write_text("not a directory")
+    return regular_file / "sub"
+
+
+def test_unwritable_model_dir_fails_before_anything_else(tmp_path):
+    model_dir = _unwritable_directory(tmp_path)
+    try:
+        with pytest.raises(CheckpointError, match=rf"MODEL_DIR {model_dir} is not writable"):
+            Checkpointer(model_dir, CheckpointConfig())
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+def test_data_states_of_another_process_count_are_rejected(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(4, state, data_state={0: '{"p": 0}', 1: '{"p": 1}'})
+        with pytest.raises(CheckpointError,
+                           match=r"positions of 2 process\(es\).*this run has 1"):
+            checkpointer.restore(4, abstract_of(state))
+
+
+# --------------------------------------------------------------------------- initial params
+
+
+def test_initial_params_from_a_model_dir_and_a_step_dir(tmp_path):
+    old = make_state(seed=1)
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(5, make_state(seed=2))
+        checkpointer.save(9, old)
+    abstract = abstract_of(old["params"])
+    assert_trees_equal(load_initial_params(tmp_path, abstract), old["params"])
+    older = load_initial_params(tmp_path / "5", abstract)
+    assert_trees_equal(older, make_state(seed=2)["params"])
+
+
+def test_initial_params_from_a_flantune_checkpoint_of_another_model_fail(tmp_path):
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, make_state())
+    other = T5Config(**{**TINY_T5.__dict__, "emb_dim": 24})
+    with pytest.raises(CheckpointError, match=r"params do not match this run's model"):
+        load_initial_params(tmp_path, abstract_of(make_state(other)["params"]))
+
+
+@pytest.mark.parametrize("config", [TINY_T5, TINY_DECODER], ids=["t5", "decoder"])
+def test_initial_params_from_a_hugging_face_checkpoint(tmp_path, config):
+    params = model_params(build_model(config, nnx.Rngs(3)))
+    save_hf_checkpoint(config, params, tmp_path / "hf")
+    loaded = load_initial_params(tmp_path / "hf", abstract_of(params))
+    assert_trees_equal(loaded, params)
+    as_bf16 = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16), params)
+    loaded_bf16 = load_initial_params(tmp_path / "hf", as_bf16)
+    assert_trees_equal(loaded_bf16, jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+
+
+def test_initial_params_from_a_hugging_face_checkpoint_of_another_model_fail(tmp_path):
+    other = T5Config(**{**TINY_T5.__dict__, "num_decoder_layers": 1})
+    save_hf_checkpoint(other, model_params(build_model(other)), tmp_path)
+    with pytest.raises(CheckpointError,
+                       match=r"converted model \(T5Config\(.*num_decoder_layers=1.*does not match"
+                             r".*missing decoder/layers/layers/1/cross_attention/key"):
+        load_initial_params(tmp_path, abstract_of(model_params(build_model(TINY_T5))))
+
+
+def test_initial_params_from_neither_kind_of_checkpoint_fail(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    abstract = abstract_of(model_params(build_model(TINY_T5)))
+    with pytest.raises(CheckpointError, match="neither a flantune checkpoint"):
+        load_initial_params(tmp_path, abstract)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_initial_params(tmp_path / "missing", abstract)
+
+
+# --------------------------------------------------------------------------- several devices
+
+
+def _run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, __file__, *args], env=full_env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    assert process.returncode == 0, f"subprocess failed:\n{stdout}\n{stderr[-4000:]}"
+    return stdout
+
+
+def test_restore_onto_a_different_mesh(tmp_path):
+    """Saved with 8-way fsdp over 8 devices; restored onto a 4x2 mesh (in that process) and onto
+    this process's single device."""
+    stdout = _finish(_run_script("reshard", str(tmp_path),
+                                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
+    assert "restored onto 4x2" in stdout
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        restored, data_state = checkpointer.restore(None, abstract_of(make_state()))
+    assert data_state == '{"resharded": true}'
+    assert_trees_equal(restored, make_state())
+    assert all(leaf.sharding == SingleDeviceSharding(jax.devices()[0])
+               for leaf in jax.tree.leaves(restored))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_each_restore_their_own_data_state(tmp_path):
+    port = str(_free_port())
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    processes = [_run_script("two_processes", str(tmp_path), port, str(i), env=env)
+                 for i in range(2)]
+    outputs = [_finish(p) for p in processes]
+    for index, output in enumerate(outputs):
+        assert f"process {index} restored its data state" in output
+    stored = json.loads((tmp_path / "6" / "data_state" / "metadata").read_text())
+    assert stored == {"0": '{"process": 0}', "1": '{"process": 1}'}
+
+
+# --------------------------------------------------------------------------- subprocess bodies
+
+
+def _fsdp_sharding(mesh: jax.sharding.Mesh, axis: str):
+    """Shards a leaf's first dimension over `axis` when it divides evenly, else replicates."""
+    size = mesh.shape[axis]
+
+    def sharding(leaf) -> NamedSharding:
+        if leaf.ndim and leaf.shape[0] % size == 0:
+            return NamedSharding(mesh, PartitionSpec(axis))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return sharding
+
+
+def _reshard_main(directory: str) -> None:
+    assert jax.device_count() == 8, jax.devices()
+    state = make_state()
+    fsdp8 = jax.make_mesh((8,), ("fsdp",))
+    sharded = jax.tree.map(lambda leaf, s: jax.device_put(leaf, s), state,
+                           jax.tree.map(_fsdp_sharding(fsdp8, "fsdp"), state))
+    assert any(len(leaf.sharding.device_set) == 8 and not leaf.sharding.is_fully_replicated
+               for leaf in jax.tree.leaves(sharded))
+    with Checkpointer(directory, CheckpointConfig(save_interval_steps=1)) as checkpointer:
+        checkpointer.save(1, sharded, data_state='{"resharded": true}')
+        checkpointer.wait_until_finished()
+        mesh = jax.make_mesh((4, 2), ("data", "fsdp"))
+
+        def four_by_two(leaf) -> NamedSharding:
+            if leaf.ndim >= 2 and leaf.shape[0] % 4 == 0 and leaf.shape[1] % 2 == 0:
+                return NamedSharding(mesh, PartitionSpec("data", "fsdp"))
+            return _fsdp_sharding(mesh, "fsdp")(leaf)
+
+        abstract = abstract_of(state, four_by_two)
+        restored, data_state = checkpointer.restore(1, abstract)
+    assert data_state == '{"resharded": true}'
+    assert_trees_equal(restored, state)
+    for leaf, target in zip(jax.tree.leaves(restored), jax.tree.leaves(abstract), strict=True):
+        assert leaf.sharding == target.sharding, (leaf.sharding, target.sharding)
+    assert any(leaf.sharding.spec == PartitionSpec("data", "fsdp")
+               for leaf in jax.tree.leaves(restored))
+    print("restored onto 4x2")
+
+
+def _two_processes_main(directory: str, port: str, process_id: str) -> None:
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process_id))
+    index = jax.process_index()
+    mesh = jax.make_mesh((4,), ("fsdp",))
+    state = make_state()
+    shardings = jax.tree.map(_fsdp_sharding(mesh, "fsdp"), state)
+    host = to_numpy(state)
+    sharded = jax.tree.map(
+        lambda value, s: jax.make_array_from_callback(value.shape, s, lambda i: value[i]),
+        host, shardings)
+    own = json.dumps({"process": index})
+    with Checkpointer(directory, CheckpointConfig(save_interval_steps=6)) as checkpointer:
+        checkpointer.save(6, sharded, data_state=own)
+        checkpointer.wait_until_finished()
+        abstract = jax.tree.map(
+            lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), host, shardings)
+        restored, data_state = checkpointer.restore(None, abstract)
+    assert data_state == own, (data_state, own)
+    for leaf, value in zip(jax.tree.leaves(restored), jax.tree.leaves(host), strict=True):
+        for shard in leaf.addressable_shards:
+            np.testing.assert_array_equal(np.asarray(shard.data), value[shard.index])
+    print(f"process {index} restored its data state")
+
+
+def _main(argv: list[str]) -> None:
+    mode, *args = argv
+    {"reshard": _reshard_main, "two_processes": _two_processes_main}[mode](*args)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
