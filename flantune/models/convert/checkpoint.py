@@ -143,7 +143,7 @@ def load_hf_checkpoint(path: str | Path, *, param_dtype: str = "float32",
     stacked: dict[tuple[Any, ...], np.ndarray] = {}
     for name, array in read_tensors(stored, [s.hf_name for s in specs]):
         s = by_name[name]
-        value = s.to_param(array).astype(dtype)
+        value = s.to_param(array).astype(dtype, copy=False)
         if s.layer is None:
             _set(params, s.path, jnp.asarray(value))
             continue
