@@ -116,14 +116,22 @@ def test_adafactor_factored_statistics_drop_the_reduced_dimension(report):
     assert two_d["0/v_col/token_embedder/embedding"] == "P('model',)"
 
 
-def test_without_param_shapes_the_specs_are_valid_and_match_where_unambiguous(report):
+def _canonical(spec: str) -> list[str]:
+    """A spec's entries without trailing Nones ("P(None,)" and "P()" both replicate)."""
+    entries = [entry.strip() for entry in spec[2:-1].split(",") if entry.strip()]
+    while entries and entries[-1] == "None":
+        entries.pop()
+    return entries
+
+
+def test_without_param_shapes_the_specs_match_where_unambiguous(report):
     for mesh in ("fsdp8", "data4_model2"):
         adamw = report["optimizers"][mesh]["adamw"]
         assert adamw["inferred"] == adamw["exact"]
         adafactor = report["optimizers"][mesh]["adafactor"]
         for path, spec in adafactor["exact"].items():
             if "/v_row/" not in path and "/v_col/" not in path:
-                assert adafactor["inferred"][path] == spec, path
+                assert _canonical(adafactor["inferred"][path]) == _canonical(spec), path
 
 
 @pytest.mark.parametrize("mesh", ["fsdp8", "data4_model2"])
