@@ -1,6 +1,7 @@
 """Runs in each of N fresh interpreters (see test_multihost.py): joins the multi-process runtime,
 feeds this process's rows of a global batch and prints per-row logit sums of a sharded forward
-as one JSON line, for a 2-D model-parallel mesh and an FSDP mesh."""
+as one JSON line, for a 2-D model-parallel mesh, an FSDP mesh and a 2-replica data-parallel
+mesh."""
 
 from __future__ import annotations
 
@@ -24,9 +25,16 @@ def main() -> None:
     rows = tm.BATCH // processes
     local = {name: value[process * rows:(process + 1) * rows] for name, value in batch.items()}
     result: dict = {"process_count": processes, "local_devices": jax.local_device_count()}
-    for mesh_name in ("data4_model2", "fsdp8"):
-        mesh = pt.make_mesh(pt.MeshConfig(**tm.MESHES[mesh_name]))
-        rules = pt.axis_rules(tm.PRESET_FOR_MESH[mesh_name])
+    meshes = {name: (tm.MESHES[name], tm.PRESET_FOR_MESH[name])
+              for name in ("data4_model2", "fsdp8")}
+    # Replicas across processes: a hybrid mesh, each replica's devices within one process.
+    meshes["replica2"] = ({"replica": 2, "data": 4}, "data_parallel")
+    for mesh_name, (sizes, preset) in meshes.items():
+        mesh = pt.make_mesh(pt.MeshConfig(**sizes))
+        rules = pt.axis_rules(preset)
+        if mesh_name == "replica2":
+            result["replica_processes"] = [
+                sorted({d.process_index for d in mesh.devices[r].flat}) for r in range(2)]
         shardings = pt.param_shardings(state, mesh, rules)
         # Every process holds the same host params; each device takes its own slice.
         placed = jax.tree.map(

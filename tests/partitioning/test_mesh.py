@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gin
 import jax
 import pytest
 
@@ -48,3 +49,12 @@ def test_make_mesh_names_axes_and_uses_all_devices():
 def test_make_mesh_error_names_device_count():
     with pytest.raises(MeshShapeError, match=rf"jax.device_count\(\)={jax.device_count()}"):
         make_mesh(MeshConfig(data=jax.device_count() + 1))
+
+
+def test_mesh_config_is_gin_configurable():
+    gin.clear_config()
+    try:
+        gin.parse_config(["flantune.MeshConfig.data = 2", "flantune.MeshConfig.model = -1"])
+        assert mesh_shape(MeshConfig(), 8) == (1, 2, 1, 4)
+    finally:
+        gin.clear_config()

@@ -27,7 +27,12 @@ def test_two_processes_joined_with_four_devices_each(multi):
     assert [(r["process_count"], r["local_devices"]) for r in multi] == [(2, 4), (2, 4)]
 
 
-@pytest.mark.parametrize("mesh", ["data4_model2", "fsdp8"])
+def test_replicas_are_laid_out_one_per_process(single, multi):
+    assert multi[0]["replica_processes"] == [[0], [1]]
+    assert single["replica_processes"] == [[0], [0]]
+
+
+@pytest.mark.parametrize("mesh", ["data4_model2", "fsdp8", "replica2"])
 def test_multi_process_forward_equals_single_process(single, multi, mesh):
     np.testing.assert_allclose(single[mesh], single["unsharded"], rtol=1e-5, atol=1e-4)
     for result in multi:

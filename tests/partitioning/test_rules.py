@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import gin
 import jax
 import pytest
 from flax import nnx
@@ -121,3 +122,14 @@ def test_overrides_replace_all_rules_for_a_name_in_place():
 def test_bad_rules_give_clear_errors(call, message):
     with pytest.raises(AxisRulesError, match=message):
         call()
+
+
+def test_axis_rules_are_gin_configurable():
+    gin.clear_config()
+    try:
+        gin.parse_config(["flantune.axis_rules.preset = 'model_parallel_2d'",
+                          "flantune.axis_rules.overrides = [('kv', 'model')]"])
+        rules = axis_rules()
+        assert dict(rules)["heads"] == "model" and dict(rules)["kv"] == "model"
+    finally:
+        gin.clear_config()
