@@ -103,7 +103,7 @@ def _statistic_spec(shape: tuple[int, ...], param_shape: tuple[int, ...] | None,
         candidates = [_without_dim(spec, len(spec), dim) for dim in range(len(spec))]
         valid = [c for c in candidates if _divides(shape, c, mesh)]
         if valid:
-            _log_once_per(where)
+            _log_guess_once(where)
             return max(valid, key=lambda c: _sharded_ways(c, mesh))
     return PartitionSpec()
 
@@ -118,7 +118,7 @@ def _divides(shape: tuple[int, ...], spec: PartitionSpec, mesh: Mesh) -> bool:
 _logged: set[str] = set()
 
 
-def _log_once_per(where: str) -> None:
+def _log_guess_once(where: str) -> None:
     if where not in _logged:
         _logged.add(where)
         logger.info("optimizer statistic %s: parameter shape unknown, pass param_shapes to "
@@ -133,8 +133,12 @@ def opt_state_shardings(opt_state_shapes: PyTree, params_shardings: PyTree, mesh
     in optax's `mu`/`nu`/`v_row`/... trees). A leaf shaped like its parameter gets the parameter's
     sharding; a leaf with the parameter's shape minus one dimension (Adafactor's factored
     row/column statistics) gets the parameter's spec minus that dimension; everything else
-    (counters, scalars, placeholders) is replicated. `param_shapes` (a tree like the params, of
-    arrays or ShapeDtypeStructs) makes factored statistics exact when dimensions tie.
+    (counters, scalars, placeholders) is replicated.
+
+    `param_shapes` (a tree like the params, of arrays or ShapeDtypeStructs) tells which dimension
+    a factored statistic dropped. Without it, a statistic whose shape fits several dropped
+    dimensions gets the most-sharded spec that divides it: still a valid layout, but possibly
+    not the parameter's own split, so pass it when the optimizer factors (Adafactor).
     """
     params = {_normalized(path): sharding for path, sharding in
               jax.tree_util.tree_leaves_with_path(params_shardings)}
