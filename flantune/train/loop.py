@@ -18,6 +18,7 @@ import numpy as np
 
 import flantune.partitioning as partitioning
 from flantune.data import BatchIterator, DataError
+from flantune.data.prefetch import Prefetcher
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
 from flantune.train.checkpoints import CheckpointConfig, Checkpointer, load_initial_params
 from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
@@ -53,6 +54,7 @@ class TrainConfig:
     mixing: str = "exact"
     pack: bool = True
     progress: bool = True
+    prefetch: int = 2  # batches prepared ahead in a background thread
 
 
 @dataclasses.dataclass
@@ -110,9 +112,10 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
-        with ProgressBar(config.train_steps, start, enabled=is_chief and config.progress) as bar:
+        bar = ProgressBar(config.train_steps, start, enabled=is_chief and config.progress)
+        with bar, Prefetcher(data, buffer_size=config.prefetch) as batches:
             for step in range(start, config.train_steps):
-                local = next(data)
+                local, data_state = next(batches)
                 throughput.add(real_tokens(local) * processes)
                 state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
                 pending.append((step + 1, metrics))
@@ -126,7 +129,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                             on_step(s, m)
                     pending = []
                 if checkpointer.should_save(done) or done == config.train_steps:
-                    checkpointer.save(done, state, data_state=data.get_state().to_json(),
+                    checkpointer.save(done, state, data_state=data_state,
                                       force=done == config.train_steps)
         checkpointer.wait_until_finished()
         checkpointer.close()

@@ -74,7 +74,8 @@ def state_shardings(spec: ModelSpec, optimizer: optax.GradientTransformation, me
     opt_shapes = jax.eval_shape(optimizer.init, spec.abstract_params())
     return {
         "params": params,
-        "opt_state": partitioning.opt_state_shardings(opt_shapes, params, mesh),
+        "opt_state": partitioning.opt_state_shardings(opt_shapes, params, mesh,
+                                                      param_shapes=spec.abstract_params()),
         "step": replicated(mesh),
         "rng": replicated(mesh),
     }
