@@ -7,6 +7,7 @@ XLA_FLAGS forcing 8 host devices, or with jax.distributed over 2 processes); see
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -42,14 +43,34 @@ OPTIMIZERS = {"adamw": lambda: optax.adamw(1e-3), "adafactor": lambda: optax.ada
 
 def make_state(config=TINY_T5, optimizer: str = "adamw", seed: int = 0) -> dict:
     """A train state whose optimizer state is not all zeros (one real update applied)."""
-    params = model_params(build_model(config, nnx.Rngs(seed)))
+    return jax.tree.map(jnp.asarray, _host_state(config, optimizer, seed))
+
+
+def random_params(config, seed: int = 0) -> dict:
+    """The model's parameter tree (names, shapes, dtypes from the model itself) filled with
+    seeded random values; much faster than running the model's initializers."""
+    abstract = model_params(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda leaf: rng.standard_normal(leaf.shape).astype(leaf.dtype), abstract)
+
+
+@functools.cache
+def _host_state(config, optimizer: str, seed: int) -> dict:
+    params = random_params(config, seed)
     tx = OPTIMIZERS[optimizer]()
-    opt_state = tx.init(params)
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01) + 0.001 * p, params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return {"params": params, "opt_state": opt_state, "step": jnp.asarray(7, jnp.int32),
-            "rng": jax.random.PRNGKey(seed)}
+
+    @jax.jit
+    def init_and_update(params):
+        opt_state = tx.init(params)
+        grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01) + 0.001 * p, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    params, opt_state = init_and_update(params)
+    state = {"params": params, "opt_state": opt_state, "step": jnp.asarray(7, jnp.int32),
+             "rng": jax.random.PRNGKey(seed)}
+    return to_numpy(state)
 
 
 def abstract_of(tree, sharding_fn=lambda leaf: SingleDeviceSharding(jax.devices()[0])):
@@ -324,7 +345,7 @@ def test_initial_params_from_a_flantune_checkpoint_of_another_model_fail(tmp_pat
 
 @pytest.mark.parametrize("config", [TINY_T5, TINY_DECODER], ids=["t5", "decoder"])
 def test_initial_params_from_a_hugging_face_checkpoint(tmp_path, config):
-    params = model_params(build_model(config, nnx.Rngs(3)))
+    params = random_params(config, seed=3)
     save_hf_checkpoint(config, params, tmp_path / "hf")
     loaded = load_initial_params(tmp_path / "hf", abstract_of(params))
     assert_trees_equal(loaded, params)
@@ -335,16 +356,16 @@ def test_initial_params_from_a_hugging_face_checkpoint(tmp_path, config):
 
 def test_initial_params_from_a_hugging_face_checkpoint_of_another_model_fail(tmp_path):
     other = T5Config(**{**TINY_T5.__dict__, "num_decoder_layers": 1})
-    save_hf_checkpoint(other, model_params(build_model(other)), tmp_path)
+    save_hf_checkpoint(other, random_params(other), tmp_path)
     with pytest.raises(CheckpointError,
                        match=r"converted model \(T5Config\(.*num_decoder_layers=1.*does not match"
                              r".*missing decoder/layers/layers/1/cross_attention/key"):
-        load_initial_params(tmp_path, abstract_of(model_params(build_model(TINY_T5))))
+        load_initial_params(tmp_path, abstract_of(random_params(TINY_T5)))
 
 
 def test_initial_params_from_neither_kind_of_checkpoint_fail(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    abstract = abstract_of(model_params(build_model(TINY_T5)))
+    abstract = abstract_of(random_params(TINY_T5))
     with pytest.raises(CheckpointError, match="neither a flantune checkpoint"):
         load_initial_params(tmp_path, abstract)
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -370,6 +391,7 @@ def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
     return stdout
 
 
+@pytest.mark.slow
 def test_restore_onto_a_different_mesh(tmp_path):
     """Saved with 8-way fsdp over 8 devices; restored onto a 4x2 mesh (in that process) and onto
     this process's single device."""
