@@ -125,11 +125,21 @@ def _all_data_states(data_state: str | Mapping[int, str]) -> dict[str, str]:
     return states
 
 
+def _key_text(key: Any) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey (namedtuple fields)
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
 def _flat_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
-    """'a/b/0' -> shape for every leaf, in orbax's serialized layout (tuples become lists,
-    namedtuples dicts, keys strings), so a stored tree and an in-memory one compare."""
-    flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree), sep="/")
-    return {key: tuple(getattr(leaf, "shape", ()) or ()) for key, leaf in flat.items()}
+    """'a/b/0' -> shape for every leaf. Paths name dict keys, sequence indices and namedtuple
+    fields alike, so orbax's stored layout (tuples as lists, namedtuples as dicts) and the
+    in-memory tree compare. (``ocp.tree.serialize_tree`` fails on optax states that hold an
+    empty state before a non-empty one, e.g. adamw with a schedule.)"""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(_key_text(k) for k in path): tuple(getattr(leaf, "shape", ()) or ())
+            for path, leaf in flat}
 
 
 def _tree_differences(stored: PyTree, expected: PyTree) -> list[str]:

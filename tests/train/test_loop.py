@@ -1,0 +1,93 @@
+"""The training loop and `flantune train`: outputs, resume, and errors before any step."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+import tests.task_fixtures  # noqa: F401
+from flantune import cli
+from flantune.models import T5Config
+from flantune.train.checkpoints import CheckpointConfig, CheckpointError
+from flantune.train.loop import TrainConfig, TrainError, train
+from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
+
+MODEL = T5Config(vocab_size=8000, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
+                 num_encoder_layers=1, num_decoder_layers=1)
+
+
+def _config(model_dir, **overrides) -> TrainConfig:
+    options = dict(
+        model_dir=str(model_dir), mixture_or_task_name="test_mix",
+        task_feature_lengths={"inputs": 48, "targets": 16}, train_steps=6, batch_size=4,
+        model=MODEL, window=64, log_every_steps=1, progress=False,
+        optimizer=OptimizerConfig(name="adamw", schedule=ScheduleConfig(base_learning_rate=3e-3)),
+        checkpoint=CheckpointConfig(save_interval_steps=3, async_save=True))
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def test_run_writes_checkpoints_and_events_and_resumes_exactly(tmp_path):
+    straight = train(_config(tmp_path / "straight", train_steps=8))
+    assert sorted(straight.losses) == list(range(1, 9))
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "train"))
+    first = train(_config(tmp_path / "resumed", train_steps=5))
+    assert sorted(first.losses) == [1, 2, 3, 4, 5]
+    second = train(_config(tmp_path / "resumed", train_steps=8))  # resumes from step 5
+    assert sorted(second.losses) == [6, 7, 8]
+    for step in range(1, 9):
+        expected = straight.losses[step]
+        got = first.losses.get(step, second.losses.get(step))
+        assert got == expected, (step, got, expected)  # bit-identical
+
+
+def test_incompatible_checkpoint_in_model_dir_is_refused_before_training(tmp_path):
+    train(_config(tmp_path, train_steps=3))
+    other = dataclasses.replace(MODEL, emb_dim=48)
+    with pytest.raises((TrainError, CheckpointError), match="3"):
+        train(_config(tmp_path, train_steps=6, model=other))
+
+
+def test_unwritable_model_dir_fails_before_training(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with pytest.raises((TrainError, CheckpointError), match="file.txt"):
+        train(_config(blocker / "run"))
+
+
+def test_model_vocabulary_too_small_is_a_clear_error(tmp_path):
+    small = dataclasses.replace(MODEL, vocab_size=100)
+    with pytest.raises(TrainError, match="vocab_size 100 is smaller"):
+        train(_config(tmp_path, model=small))
+
+
+def test_cli_missing_required_macros_are_listed(capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/models/t5_1_1_tiny.gin",
+                     "--gin_file=gin_configs/runs/finetune.gin", "--gin.TRAIN_STEPS=3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Missing required gin macros: MODEL_DIR, MIXTURE_OR_TASK_NAME, " \
+           "TASK_FEATURE_LENGTHS" in err
+
+
+def test_cli_unknown_gin_binding_is_named(capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     "--gin.flantune.OptimizerConfig.learning_rat=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "learning_rat" in err
+
+
+@pytest.mark.slow
+def test_cli_demo_config_trains_and_writes_its_config(tmp_path, capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=4",
+                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",
+                     "--gin.BATCH_SIZE=4", "--gin.flantune.train_config.progress=False"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert '"last_logged_step": 4' in out
+    assert (tmp_path / "config.gin").read_text().count("MIXTURE_OR_TASK_NAME = 'demo'") == 1
+    assert "T5Config.vocab_size = 8000" in (tmp_path / "operative_config.gin").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["4"]
