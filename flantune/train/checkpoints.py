@@ -162,6 +162,23 @@ def _summarize(problems: list[str]) -> str:
     return listed + (f"; ... and {more} more" if more > 0 else "")
 
 
+def _with_shardings(abstract: PyTree) -> PyTree:
+    """`abstract` with a sharding on every leaf: leaves without one go to the first device in a
+    single-process run (orbax would return them as numpy arrays); with several processes the
+    placement must be given."""
+    def placed(path: tuple[Any, ...], leaf: Any) -> jax.ShapeDtypeStruct:
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is None:
+            if jax.process_count() > 1:
+                raise CheckpointError(
+                    f"no sharding for {jax.tree_util.keystr(path)}: with several processes "
+                    "every leaf of the abstract state needs one (a NamedSharding on the mesh).")
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree_util.tree_map_with_path(placed, abstract)
+
+
 def _restore_args(abstract: PyTree) -> PyTree:
     return ocp.checkpoint_utils.construct_restore_args(abstract)
 
@@ -276,7 +293,7 @@ class Checkpointer:
                 "checkpoint of another model or optimizer configuration: point MODEL_DIR at a new "
                 f"directory or delete {self.directory}; to start from its weights with a fresh "
                 "optimizer, pass it as INITIAL_CHECKPOINT_PATH instead.")
-        args = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
+        args = {STATE_ITEM: ocp.args.StandardRestore(_with_shardings(abstract_state))}
         if items[DATA_STATE_ITEM]:
             args[DATA_STATE_ITEM] = ocp.args.JsonRestore()
         try:
@@ -369,10 +386,7 @@ def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
     """`array` as a global jax.Array in `abstract`'s dtype and sharding (each process fills
     only its own shards, so this works across processes)."""
     host = np.asarray(array).astype(abstract.dtype, copy=False)
-    sharding = getattr(abstract, "sharding", None)
-    if sharding is None:
-        return jax.numpy.asarray(host)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.make_array_from_callback(host.shape, abstract.sharding, lambda index: host[index])
 
 
 def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> PyTree:
@@ -391,7 +405,7 @@ def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> Py
             f"initial checkpoint {state_path}: its params do not match this run's model "
             f"({len(problems)} difference(s): {_summarize(problems)}); use a checkpoint of the "
             "same model configuration.")
-    target = {"params": abstract_params}
+    target = {"params": _with_shardings(abstract_params)}
     try:
         restored = checkpointer.restore(state_path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=_restore_args(target), partial_restore=True))
@@ -414,7 +428,8 @@ def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
             "model configuration match the checkpoint's config.json.")
     flat_params = dict(_flat_items(params))
     return jax.tree_util.tree_map_with_path(
-        lambda path, abstract: _place(flat_params[_path_key(path)], abstract), abstract_params)
+        lambda path, abstract: _place(flat_params[_path_key(path)], abstract),
+        _with_shardings(abstract_params))
 
 
 def _path_key(path: tuple[Any, ...]) -> str:

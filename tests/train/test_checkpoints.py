@@ -128,6 +128,16 @@ def test_restore_without_data_state_returns_none(tmp_path):
     assert_trees_equal(restored, state)
 
 
+def test_abstract_leaves_without_sharding_go_to_the_default_device(tmp_path):
+    state = make_state()
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        restored, _ = checkpointer.restore(1, abstract)
+    assert_trees_equal(restored, state)
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(restored))
+
+
 def test_restore_casts_to_the_requested_dtype(tmp_path):
     state = make_state()
     abstract = abstract_of(state)
@@ -425,7 +435,51 @@ def test_two_processes_each_restore_their_own_data_state(tmp_path):
     assert stored == {"0": '{"process": 0}', "1": '{"process": 1}'}
 
 
+def test_a_write_killed_midway_leaves_the_last_complete_step(tmp_path):
+    process = _run_script("killed_mid_write", str(tmp_path))
+    try:
+        line = process.stdout.readline()
+        assert line.strip() == "writing step 2", line + process.stderr.read()[-4000:]
+    finally:
+        process.kill()  # SIGKILL: no cleanup runs in the writer
+        process.communicate()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("2.")]
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        assert checkpointer.all_steps() == [1]
+        restored, data_state = checkpointer.restore(None, abstract_of(state))
+        assert data_state == '{"step": 1}'
+        assert_trees_equal(restored, state)
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("2.")]
+        assert checkpointer.save(2, state)
+        assert checkpointer.all_steps() == [1, 2]
+
+
 # --------------------------------------------------------------------------- subprocess bodies
+
+
+def _killed_mid_write_main(directory: str) -> None:
+    """Saves step 1, then starts saving step 2 with a write that never finishes, and waits to
+    be killed."""
+    state = make_state()
+    with Checkpointer(directory, CheckpointConfig(save_interval_steps=1)) as checkpointer:
+        checkpointer.save(1, state, data_state='{"step": 1}')
+        checkpointer.wait_until_finished()
+        never = threading.Event()
+
+        async def stalled_write(self, item, path):
+            await asyncio.to_thread(never.wait)
+
+        ocp.JsonCheckpointHandler._save_fn = stalled_write
+        checkpointer.save(2, state, data_state='{"step": 2}')
+        for _ in range(1200):  # the temporary step directory appears within a minute
+            if [p for p in Path(directory).iterdir() if p.name.startswith("2.")]:
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError(f"no temporary directory for step 2 in {directory}")
+        print("writing step 2", flush=True)
+        never.wait(600)
 
 
 def _fsdp_sharding(mesh: jax.sharding.Mesh, axis: str):
@@ -495,7 +549,9 @@ def _two_processes_main(directory: str, port: str, process_id: str) -> None:
 
 def _main(argv: list[str]) -> None:
     mode, *args = argv
-    {"reshard": _reshard_main, "two_processes": _two_processes_main}[mode](*args)
+    modes = {"reshard": _reshard_main, "two_processes": _two_processes_main,
+             "killed_mid_write": _killed_mid_write_main}
+    modes[mode](*args)
 
 
 if __name__ == "__main__":
