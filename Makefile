@@ -17,9 +17,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-base
 
-## The main job: the demo on the embedded reasoning-gym mixture.
+DEMO_DIR ?= runs/demo
+
+## The main job: train a tiny T5 on the embedded demo mixture (starts afresh in $(DEMO_DIR)).
 demo: $(VENV)/.installed-base
-	$(BIN)/flantune inspect demo
+	$(BIN)/flantune inspect demo --examples 2000 --rendered 2
+	rm -rf $(DEMO_DIR)
+	$(BIN)/flantune train --gin_file=gin_configs/runs/demo.gin --gin.MODEL_DIR="'$(DEMO_DIR)'"
 
 ## Lint and the whole test suite (slow tests included).
 test: $(VENV)/.installed-test

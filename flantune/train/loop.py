@@ -192,6 +192,9 @@ def write_config(model_dir: str, name: str, text: str) -> None:
 
 
 def summary(result: TrainResult) -> str:
+    if not result.losses:
+        return json.dumps({"message": f"{result.model_dir} is already at step "
+                                      f"{result.final_step}; nothing to train"})
     first, last = min(result.losses), max(result.losses)
     return json.dumps({"first_logged_step": first, "first_loss": result.losses[first],
                        "last_logged_step": last, "last_loss": result.losses[last]})
