@@ -38,7 +38,14 @@ TINY_T5 = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=3
                    num_encoder_layers=2, num_decoder_layers=2)
 TINY_DECODER = DecoderConfig(vocab_size=64, emb_dim=16, num_heads=2, num_kv_heads=1, head_dim=8,
                              mlp_dim=32, num_layers=2, max_position_embeddings=64)
-OPTIMIZERS = {"adamw": lambda: optax.adamw(1e-3), "adafactor": lambda: optax.adafactor(1e-3)}
+OPTIMIZERS = {
+    "adamw": lambda: optax.adamw(1e-3),
+    "adafactor": lambda: optax.adafactor(1e-3),
+    # Empty states (clipping, schedules) next to non-empty ones in nested tuples.
+    "clipped_adamw_schedule": lambda: optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100))),
+}
 
 
 def make_state(config=TINY_T5, optimizer: str = "adamw", seed: int = 0) -> dict:
