@@ -1,4 +1,5 @@
-"""tools/convert_checkpoint.py: Hugging Face -> flantune -> Hugging Face through `main(argv)`."""
+"""The convert command (`flantune.models.convert.command`, run by tools/convert_checkpoint.py):
+Hugging Face -> flantune -> Hugging Face through `main(argv)`."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from flantune.models.convert import command
 from tests.models import hf_reference as ref
 
 TOOL = Path(__file__).resolve().parents[3] / "tools" / "convert_checkpoint.py"
 
 
 def _tool():
+    """tools/convert_checkpoint.py, loaded by path (tools/ is not an installed package)."""
     spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    assert module.main is command.main
     return module
 
 
