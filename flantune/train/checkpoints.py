@@ -13,6 +13,7 @@ one before reading any array.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -31,10 +32,15 @@ PyTree = Any
 STATE_ITEM = "state"
 DATA_STATE_ITEM = "data_state"
 _MAX_LISTED_PROBLEMS = 8
+_log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or read; the message names the path/step and what to do."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A saved step's files are damaged or incomplete (an earlier step may still be good)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,14 +249,15 @@ class Checkpointer:
     def save(self, step: int, state: PyTree, *, data_state: str | Mapping[int, str] | None = None,
              metrics: Mapping[str, float] | None = None, force: bool = False) -> bool:
         """Saves `state` (and the data iterator position) as `step` if `should_save(step)` or
-        `force`; returns whether a save started. With `async_save` the write continues in the
-        background; `state`'s buffers may be reused or donated as soon as this returns.
+        `force`; returns whether a save started (a step already saved is not written again).
+        With `async_save` the write continues in the background; `state`'s buffers may be reused
+        or donated as soon as this returns.
 
         `data_state` is this process's `BatchIterator.get_state().to_json()` (gathered from all
         processes here; every process must call `save`) or an already gathered mapping
         process_index -> JSON. `metrics` (e.g. eval scores) rank checkpoints for `keep_best`.
         """
-        if not (force or self.should_save(step)):
+        if not (force or self.should_save(step)) or step in self._manager.all_steps():
             return False
         stored_metrics = self._checked_metrics(step, metrics)
         items: dict[str, ocp.args.CheckpointArgs] = {STATE_ITEM: ocp.args.StandardSave(state)}
@@ -276,13 +283,27 @@ class Checkpointer:
                 f"{sorted(values)}); pass it, or set CheckpointConfig.best_metric to one of them.")
         return values
 
-    def restore(self, step: int | None, abstract_state: PyTree) -> tuple[PyTree, str | None]:
+    def restore(self, step: int | None, abstract_state: PyTree, *, fall_back: bool = False
+                ) -> tuple[PyTree, str | None]:
         """Restores `step` (None: the latest) into the shapes, dtypes and shardings of
         `abstract_state` (`jax.ShapeDtypeStruct` leaves with `.sharding`, which may be on a
         different mesh than the one saved from). Returns (state, this process's data iterator
-        state JSON, or None if the step holds none)."""
+        state JSON, or None if the step holds none).
+
+        A step whose files are damaged raises `UnreadableCheckpointError`; with `fall_back`, the
+        next earlier step is tried instead (with a warning), down to the oldest kept one.
+        """
         self._manager.wait_until_finished()
         step = self._existing_step(step)
+        candidates = [s for s in reversed(self.all_steps()) if s <= step] if fall_back else [step]
+        for candidate in candidates[:-1]:
+            try:
+                return self._restore_step(candidate, abstract_state)
+            except UnreadableCheckpointError as err:
+                _log.warning("%s Falling back to the previous step.", err)
+        return self._restore_step(candidates[-1], abstract_state)
+
+    def _restore_step(self, step: int, abstract_state: PyTree) -> tuple[PyTree, str | None]:
         path = self.step_path(step)
         items = self._read_item_metadata(step, path)
         problems = _tree_differences(items[STATE_ITEM], abstract_state)
@@ -330,11 +351,12 @@ class Checkpointer:
                 "this path as INITIAL_CHECKPOINT_PATH if it holds compatible weights.")
         return items
 
-    def _unreadable(self, step: int, path: epath.Path, err: Exception) -> CheckpointError:
+    def _unreadable(self, step: int, path: epath.Path, err: Exception
+                    ) -> UnreadableCheckpointError:
         earlier = [s for s in self.all_steps() if s < step]
-        hint = (f"restore an earlier step ({earlier[-1]}) or delete {path}" if earlier
-                else f"delete {path} to start afresh")
-        return CheckpointError(f"checkpoint step {step} at {path} cannot be read "
+        hint = (f"restore an earlier step ({earlier[-1]}, or pass fall_back=True) or delete "
+                f"{path}" if earlier else f"delete {path} to start afresh")
+        return UnreadableCheckpointError(f"checkpoint step {step} at {path} cannot be read "
                                f"({type(err).__name__}: {err}); the files may be damaged or "
                                f"incomplete: {hint}.")
 
@@ -463,5 +485,6 @@ __all__ = [
     "CheckpointConfig",
     "CheckpointError",
     "Checkpointer",
+    "UnreadableCheckpointError",
     "load_initial_params",
 ]

@@ -30,6 +30,7 @@ from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
     CheckpointError,
+    UnreadableCheckpointError,
     load_initial_params,
 )
 
@@ -203,6 +204,7 @@ def test_should_save_follows_the_interval_and_force_overrides_it(tmp_path):
         assert checkpointer.save(4, state, force=True)
         assert checkpointer.all_steps() == [3, 4]
         assert not checkpointer.should_save(3)  # already saved
+        assert not checkpointer.save(4, state, force=True)  # not written twice
 
 
 def test_keeps_the_last_n_steps(tmp_path):
@@ -285,22 +287,37 @@ def test_restoring_a_missing_step_or_from_an_empty_directory_fails_clearly(tmp_p
             checkpointer.restore(5, abstract_of(state))
 
 
-def test_damaged_checkpoint_names_step_and_path_and_the_earlier_step(tmp_path):
-    state = make_state()
+def test_damaged_checkpoint_names_step_and_path_and_can_fall_back(tmp_path, caplog):
+    state, newer = make_state(seed=1), make_state(seed=2)
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
-        checkpointer.save(1, state)
-        checkpointer.save(2, state)
+        checkpointer.save(1, state, data_state='{"step": 1}')
+        checkpointer.save(2, newer, data_state='{"step": 2}')
     data_files = [p for p in (tmp_path / "2" / "state").rglob("*")
                   if p.is_file() and p.parent.name == "d"]
     assert data_files, "expected OCDBT data files under state/**/d/"
     for path in data_files:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
-        with pytest.raises(CheckpointError,
-                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1\)"):
+        with pytest.raises(UnreadableCheckpointError,
+                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1, or pass "
+                                 r"fall_back=True\)"):
             checkpointer.restore(None, abstract_of(state))
-        restored, _ = checkpointer.restore(1, abstract_of(state))
+        restored, data_state = checkpointer.restore(None, abstract_of(state), fall_back=True)
+    assert data_state == '{"step": 1}'
     assert_trees_equal(restored, state)
+    assert "step 2" in caplog.text and "Falling back" in caplog.text
+
+
+def test_damaged_only_step_cannot_fall_back(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(3, state)
+    for path in (tmp_path / "3" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(b"")
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        with pytest.raises(UnreadableCheckpointError, match=rf"delete {tmp_path / '3'} to start"):
+            checkpointer.restore(3, abstract_of(state), fall_back=True)
 
 
 def _unwritable_directory(tmp_path: Path) -> Path:
