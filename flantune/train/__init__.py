@@ -2,8 +2,8 @@
 
 from flantune.train.checkpoints import (
     CheckpointConfig,
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     load_initial_params,
 )
 from flantune.train.loop import TrainConfig, TrainError, TrainResult, train

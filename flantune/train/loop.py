@@ -23,6 +23,7 @@ from flantune.data.vocabulary import DEFAULT_VOCABULARY
 from flantune.train.checkpoints import CheckpointConfig, Checkpointer, load_initial_params
 from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
 from flantune.train.optimizers import OptimizerConfig, make_optimizer
+from flantune.train.preemption import StopRequest
 from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
 from flantune.train.step import StepConfig, make_train_step
 
@@ -62,6 +63,7 @@ class TrainResult:
     final_step: int
     losses: dict[int, float]
     model_dir: str
+    interrupted: bool = False
 
 
 def _check_vocabulary(config: TrainConfig) -> None:
@@ -113,7 +115,8 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
         bar = ProgressBar(config.train_steps, start, enabled=is_chief and config.progress)
-        with bar, Prefetcher(data, buffer_size=config.prefetch) as batches:
+        stop, stopped_at = StopRequest(), None
+        with bar, stop, Prefetcher(data, buffer_size=config.prefetch) as batches:
             for step in range(start, config.train_steps):
                 local, data_state = next(batches)
                 throughput.add(real_tokens(local) * processes)
@@ -128,13 +131,25 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                         for s, m in logged:
                             on_step(s, m)
                     pending = []
-                if checkpointer.should_save(done) or done == config.train_steps:
-                    checkpointer.save(done, state, data_state=data_state,
-                                      force=done == config.train_steps)
+                stopping = stop.should_stop(done)
+                last = done == config.train_steps or stopping
+                if checkpointer.should_save(done) or last:
+                    checkpointer.save(done, state, data_state=data_state, force=last)
+                if stopping:
+                    if pending:
+                        losses.update({s: m["loss"] for s, m in
+                                       _log(pending, data.task_names, throughput, writer)})
+                    stopped_at = done
+                    bar.print(f"Stopping after step {done} ({stop.signal_name or 'preemption'}): "
+                              f"checkpoint saved in {config.model_dir}; run the same command to "
+                              "resume.")
+                    break
         checkpointer.wait_until_finished()
         checkpointer.close()
         writer.close()
-    return TrainResult(final_step=config.train_steps, losses=losses, model_dir=config.model_dir)
+    final = stopped_at if stopped_at is not None else max(start, config.train_steps)
+    return TrainResult(final_step=final, losses=losses, model_dir=config.model_dir,
+                       interrupted=stopped_at is not None)
 
 
 def real_tokens(batch: Mapping[str, np.ndarray]) -> int:

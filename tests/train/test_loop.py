@@ -91,3 +91,39 @@ def test_cli_demo_config_trains_and_writes_its_config(tmp_path, capsys):
     assert (tmp_path / "config.gin").read_text().count("MIXTURE_OR_TASK_NAME = 'demo'") == 1
     assert "T5Config.vocab_size = 8000" in (tmp_path / "operative_config.gin").read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["4"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_the_same_command_resumes_bit_identically(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flantune.testing.multiprocess import REPO_ROOT
+
+    code = (
+        "import json, sys; import tests.task_fixtures; "
+        "from tests.train.test_loop import _config; from flantune.train.loop import train; "
+        "r = train(_config(sys.argv[1], train_steps=int(sys.argv[2]))); "
+        "print(json.dumps({'losses': r.losses, 'final': r.final_step, "
+        "'interrupted': r.interrupted}))")
+    reference = train(_config(tmp_path / "straight", train_steps=30))
+    run_dir = str(tmp_path / "interrupted")
+    process = subprocess.Popen([sys.executable, "-c", code, run_dir, "30"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    events = tmp_path / "interrupted" / "train"
+    while not (events.exists() and any(events.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until training has started (the first metrics are written)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    first = json.loads(out.strip().splitlines()[-1])
+    assert first["interrupted"] and first["final"] < 30, first
+    assert "Stopping after step" in out + err
+    resumed = train(_config(run_dir, train_steps=30))
+    losses = {int(k): v for k, v in first["losses"].items()} | resumed.losses
+    assert sorted(losses) == list(range(1, 31))
+    assert all(losses[s] == reference.losses[s] for s in losses)
