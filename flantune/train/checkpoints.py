@@ -414,10 +414,19 @@ def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
 def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> PyTree:
     checkpointer = ocp.PyTreeCheckpointer()
     try:
+        return _restore_params(checkpointer, state_path, abstract_params)
+    finally:
+        checkpointer.close()
+
+
+def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
+                    abstract_params: PyTree) -> PyTree:
+    """Only the params of a saved train state (orbax's partial restore)."""
+    try:
         stored = checkpointer.metadata(state_path).item_metadata.tree
     except Exception as err:  # unreadable metadata
-        raise CheckpointError(f"initial checkpoint {state_path} cannot be read "
-                              f"({type(err).__name__}: {err}).") from err
+        raise UnreadableCheckpointError(f"initial checkpoint {state_path} cannot be read "
+                                        f"({type(err).__name__}: {err}).") from err
     if "params" not in stored:
         raise CheckpointError(f"initial checkpoint {state_path} has no 'params' in its train "
                               f"state (found {sorted(stored)}).")
@@ -432,8 +441,8 @@ def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> Py
         restored = checkpointer.restore(state_path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=_restore_args(target), partial_restore=True))
     except Exception as err:  # orbax/tensorstore raise many types for damaged files
-        raise CheckpointError(f"initial checkpoint {state_path} cannot be read "
-                              f"({type(err).__name__}: {err}).") from err
+        raise UnreadableCheckpointError(f"initial checkpoint {state_path} cannot be read "
+                                        f"({type(err).__name__}: {err}).") from err
     return restored["params"]
 
 
