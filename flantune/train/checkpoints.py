@@ -13,6 +13,7 @@ one before reading any array.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -22,10 +23,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import nnx
 from jax.experimental import multihost_utils
 
-from flantune.models import load_hf_checkpoint
+from flantune.models import build_model, load_hf_checkpoint, model_params
 from flantune.models.convert import CheckpointError as HFCheckpointError
+from flantune.models.convert import config_from_hf_dict
 
 PyTree = Any
 
@@ -446,17 +449,39 @@ def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
     return restored["params"]
 
 
-def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
+def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree) -> bool:
+    """Whether `abstract_params` is the scanned (layers stacked) or the per-layer layout of the
+    model in `directory`'s config.json; checked before any weight is read."""
+    config_path = directory / "config.json"
     try:
-        config, params = load_hf_checkpoint(directory)
+        config = config_from_hf_dict(json.loads(config_path.read_text()),
+                                     source=str(config_path))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"initial checkpoint {config_path}: invalid JSON ({err}).") from err
     except HFCheckpointError as err:
         raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
-    problems = _tree_differences(params, abstract_params)
-    if problems:
-        raise CheckpointError(
-            f"initial checkpoint {directory}: the converted model ({config}) does not match this "
-            f"run's model ({len(problems)} difference(s): {_summarize(problems)}); make the run's "
-            "model configuration match the checkpoint's config.json.")
+    closest: tuple[Any, list[str]] | None = None
+    for scan_layers in (False, True):
+        candidate = dataclasses.replace(config, scan_layers=scan_layers)
+        expected = model_params(nnx.eval_shape(lambda c=candidate: build_model(c, nnx.Rngs(0))))
+        problems = _tree_differences(expected, abstract_params)
+        if not problems:
+            return scan_layers
+        if closest is None or len(problems) < len(closest[1]):
+            closest = (candidate, problems)
+    candidate, problems = closest
+    raise CheckpointError(
+        f"initial checkpoint {directory}: the converted model ({candidate}) does not match this "
+        f"run's model ({len(problems)} difference(s): {_summarize(problems)}); make the run's "
+        "model configuration match the checkpoint's config.json.")
+
+
+def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
+    scan_layers = _hf_scan_layers(directory, abstract_params)
+    try:
+        _, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
+    except HFCheckpointError as err:
+        raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
     flat_params = dict(_flat_items(params))
     return jax.tree_util.tree_map_with_path(
         lambda path, abstract: _place(flat_params[_path_key(path)], abstract),

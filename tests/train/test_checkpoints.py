@@ -25,7 +25,14 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from flantune.models import DecoderConfig, T5Config, build_model, model_params, save_hf_checkpoint
+from flantune.models import (
+    DecoderConfig,
+    T5Config,
+    build_model,
+    load_hf_checkpoint,
+    model_params,
+    save_hf_checkpoint,
+)
 from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
@@ -386,6 +393,18 @@ def test_initial_params_from_a_hugging_face_checkpoint(tmp_path, config):
     as_bf16 = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16), params)
     loaded_bf16 = load_initial_params(tmp_path / "hf", as_bf16)
     assert_trees_equal(loaded_bf16, jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+
+
+def test_initial_params_from_a_hugging_face_checkpoint_into_scanned_layers(tmp_path):
+    params = random_params(TINY_T5, seed=4)
+    save_hf_checkpoint(TINY_T5, params, tmp_path)
+    scanned = T5Config(**{**TINY_T5.__dict__, "scan_layers": True})
+    loaded = load_initial_params(tmp_path, abstract_of(random_params(scanned)))
+    layers = params["encoder"]["layers"]["layers"]
+    np.testing.assert_array_equal(
+        loaded["encoder"]["layers"]["layers"]["mlp"]["wo"]["kernel"],
+        np.stack([layers[i]["mlp"]["wo"]["kernel"] for i in range(2)]))
+    assert_trees_equal(loaded, load_hf_checkpoint(tmp_path, scan_layers=True)[1])
 
 
 def test_initial_params_from_a_hugging_face_checkpoint_of_another_model_fail(tmp_path):
