@@ -19,6 +19,8 @@ from flax import nnx
 # every key masked (a padding query) yields a uniform softmax instead of NaN.
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
+HEAD_MAJOR_AXES = ("batch", "heads", "length", "kv")
+
 Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -156,28 +158,29 @@ class Mlp(nnx.Module):
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
                           *, scale: float, dropout_rate: float = 0.0,
                           dropout_key: jax.Array | None = None) -> jax.Array:
-    """Grouped-query attention core.
+    """Grouped-query attention core, head-major.
 
-    query [b, q, heads, d]; key, value [b, k, kv_heads, d]; bias broadcastable to
+    query [b, heads, q, d]; key, value [b, kv_heads, k, d]; bias broadcastable to
     [b, heads, q, k] (relative position bias and/or MASK_VALUE on masked pairs, added once per
     forward by the caller). Heads are grouped as [kv_heads, heads // kv_heads] so keys and values
-    are never repeated in memory. Returns [b, q, heads, d].
+    are never repeated in memory; the head-major layout makes both einsums plain batched GEMMs
+    without transposes. Returns [b, heads, q, d].
     """
-    b, q_len, num_heads, head_dim = query.shape
-    num_kv_heads = key.shape[2]
+    b, num_heads, q_len, head_dim = query.shape
+    num_kv_heads = key.shape[1]
     groups = num_heads // num_kv_heads
     if scale != 1.0:
         query = query * jnp.asarray(scale, query.dtype)
-    query = query.reshape(b, q_len, num_kv_heads, groups, head_dim)
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
+    query = query.reshape(b, num_kv_heads, groups, q_len, head_dim)
+    logits = jnp.einsum("bkgqd,bksd->bkgqs", query, key).astype(jnp.float32)
     bias = bias.astype(jnp.float32)
     # Per-head bias [B, heads, q, k] -> [B, kv_heads, groups, q, k]; a head-shared one broadcasts.
     bias_heads = (1, 1) if bias.shape[1] == 1 else (num_kv_heads, groups)
     bias = bias.reshape(bias.shape[0], *bias_heads, bias.shape[-2], bias.shape[-1])
     weights = jax.nn.softmax(logits + bias, axis=-1).astype(value.dtype)
     weights = dropout(weights, dropout_rate, dropout_key)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", weights, value)
-    return out.reshape(b, q_len, num_heads, head_dim)
+    out = jnp.einsum("bkgqs,bksd->bkgqd", weights, value)
+    return out.reshape(b, num_heads, q_len, head_dim)
 
 
 class Attention(nnx.Module):
@@ -210,17 +213,19 @@ class Attention(nnx.Module):
         return param.get_value().astype(self.dtype)
 
     def project_query(self, x: jax.Array) -> jax.Array:
-        q = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.query))
-        return constrain(q, ("batch", "length", "heads", "kv"))
+        """[b, length, embed] -> head-major queries [b, heads, length, kv]."""
+        q = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.query))
+        return constrain(q, HEAD_MAJOR_AXES)
 
     def project_key_value(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        k = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.key))
-        v = jnp.einsum("ble,ehd->blhd", x, self._kernel(self.value))
-        names = ("batch", "length", "heads", "kv")
-        return constrain(k, names), constrain(v, names)
+        """[b, length, embed] -> head-major keys and values [b, kv_heads, length, kv]."""
+        k = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.key))
+        v = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.value))
+        return constrain(k, HEAD_MAJOR_AXES), constrain(v, HEAD_MAJOR_AXES)
 
     def project_out(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("blhd,hde->ble", x, self._kernel(self.out))
+        """Head-major [b, heads, length, kv] -> [b, length, embed]."""
+        return jnp.einsum("bhld,hde->ble", x, self._kernel(self.out))
 
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array, *,
                  rotary: Rotary | None = None,

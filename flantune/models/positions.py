@@ -103,10 +103,10 @@ def rotary_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotates x [b, length, heads, head_dim] in the half-split layout (`rotate_half`), the
-    layout of Hugging Face Llama/Mistral checkpoints."""
+    """Rotates head-major x [b, heads, length, head_dim] in the half-split layout
+    (`rotate_half`), the layout of Hugging Face Llama/Mistral checkpoints."""
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    cos = cos[:, :, None, :].astype(x.dtype)
-    sin = sin[:, :, None, :].astype(x.dtype)
+    cos = cos[:, None, :, :].astype(x.dtype)
+    sin = sin[:, None, :, :].astype(x.dtype)
     return x * cos + rotated * sin

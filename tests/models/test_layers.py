@@ -64,19 +64,19 @@ def test_rms_norm_matches_formula():
 
 def test_attention_core_matches_explicit_softmax():
     rng = np.random.default_rng(1)
-    q = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
-    k = rng.normal(size=(1, 5, 2, 2)).astype(np.float32)
-    v = rng.normal(size=(1, 5, 2, 2)).astype(np.float32)
+    q = rng.normal(size=(1, 4, 3, 2)).astype(np.float32)  # [b, heads, q, d]
+    k = rng.normal(size=(1, 2, 5, 2)).astype(np.float32)  # [b, kv_heads, k, d]
+    v = rng.normal(size=(1, 2, 5, 2)).astype(np.float32)
     bias = np.zeros((1, 1, 3, 5), np.float32)
     bias[..., 4] = -1e30
     got = np.asarray(dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
                                            jnp.asarray(bias), scale=0.5))
     for head in range(4):
         kv = head // 2
-        logits = 0.5 * q[0, :, head] @ k[0, :, kv].T + bias[0, 0]
+        logits = 0.5 * q[0, head] @ k[0, kv].T + bias[0, 0]
         weights = np.exp(logits - logits.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)
-        np.testing.assert_allclose(got[0, :, head], weights @ v[0, :, kv], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[0, head], weights @ v[0, kv], rtol=1e-5, atol=1e-6)
 
 
 def test_scanned_rematerialized_gradients_equal_plain_gradients():
