@@ -6,7 +6,7 @@ RNG), then alternates `Checkpointer.save` with `async_save=True` (timing only th
 loop waits for) and with `async_save=False` (the whole write), waiting for each background write
 to finish before the next timed call. Ends with one JSON line of headline figures.
 
-    python tools/bench_checkpoint.py [--optimizer adafactor|adamw] [--repeats 4] [--dir DIR]
+    python tools/bench_checkpoint.py [--optimizer adafactor|adamw] [--repeats 6] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def timed_save(checkpointer: Checkpointer, step: int, state: dict) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adafactor")
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--dir", type=Path, default=None,
                         help="where to write (default: a temporary directory, removed after)")
     args = parser.parse_args(argv)
