@@ -113,6 +113,15 @@ def assert_trees_equal(actual, expected) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
 
+def _wait_for_temporary_directory(directory: Path, step: int, seconds: float = 60) -> bool:
+    """Whether orbax's temporary directory for `step` appears within `seconds`."""
+    for _ in range(int(seconds / 0.05)):
+        if [p for p in Path(directory).iterdir() if p.name.startswith(f"{step}.")]:
+            return True
+        threading.Event().wait(0.05)
+    return False
+
+
 def sync_config(**kwargs) -> CheckpointConfig:
     return CheckpointConfig(**{"save_interval_steps": 1, "async_save": False, **kwargs})
 
@@ -188,9 +197,10 @@ def test_async_save_returns_before_the_write_finishes(tmp_path, monkeypatch):
     checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
     try:
         assert checkpointer.save(3, state, data_state='{"p": 3}')
-        # Orbax writes into a temporary directory and renames it once everything is written.
+        # Orbax writes into a temporary directory (created in the background too) and renames
+        # it once everything is written.
         assert not checkpointer.step_path(3).exists()
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("3.")]
+        assert _wait_for_temporary_directory(tmp_path, 3)
         # The caller may donate or free the state's buffers right after `save` returns.
         for leaf in jax.tree.leaves(state):
             leaf.delete()
@@ -521,11 +531,7 @@ def _killed_mid_write_main(directory: str) -> None:
 
         ocp.JsonCheckpointHandler._save_fn = stalled_write
         checkpointer.save(2, state, data_state='{"step": 2}')
-        for _ in range(1200):  # the temporary step directory appears within a minute
-            if [p for p in Path(directory).iterdir() if p.name.startswith("2.")]:
-                break
-            threading.Event().wait(0.05)
-        else:
+        if not _wait_for_temporary_directory(Path(directory), 2):
             raise AssertionError(f"no temporary directory for step 2 in {directory}")
         print("writing step 2", flush=True)
         never.wait(600)
