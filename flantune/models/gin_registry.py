@@ -7,6 +7,9 @@ selector `model_config`, whose `config` parameter each model file binds:
     import flantune.models.gin_registry
     model_config.config = @T5Config()
     T5Config.emb_dim = 512
+
+Files `include` each other by repository-relative paths ('gin_configs/models/...'), as t5x does:
+parse them from the repository root or add it with `gin.add_config_file_search_path`.
 """
 
 from __future__ import annotations
