@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multi-host: host:port of process 0 (else from the environment)")
     train.add_argument("--num_processes", type=int, default=None)
     train.add_argument("--process_id", type=int, default=None)
+    # `convert` parses its own arguments (flantune.models.convert.command); listed for --help.
+    commands.add_parser("convert", add_help=False,
+                        help="Hugging Face safetensors <-> flantune checkpoints "
+                             "(flantune convert --help)")
     return parser
 
 
@@ -191,6 +195,10 @@ def run_train(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        from flantune.models.convert.command import main as convert_main
+
+        return convert_main(argv[1:])
     try:
         bindings, rest = split_gin_args(argv)
         args = build_parser().parse_args(rest)

@@ -1,7 +1,7 @@
-"""`convert`: Hugging Face safetensors checkpoints <-> flantune parameter checkpoints.
+"""`flantune convert`: Hugging Face safetensors checkpoints <-> flantune parameter checkpoints.
 
-    convert hf-to-flantune HF_DIR OUT_DIR [--scan-layers] [--param-dtype float32]
-    convert flantune-to-hf FLANTUNE_DIR OUT_DIR [--max-shard-size 5GB] [--dtype bfloat16]
+    flantune convert hf-to-flantune HF_DIR OUT_DIR [--scan-layers] [--param-dtype float32]
+    flantune convert flantune-to-hf FLANTUNE_DIR OUT_DIR [--max-shard-size 5GB] [--dtype bfloat16]
 
 HF_DIR holds config.json and model.safetensors (or shards with model.safetensors.index.json) for
 T5 v1.0, T5 v1.1 / Flan-T5, Llama or Mistral. A flantune directory holds config.json (the
@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flantune convert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="direction", required=True)
     to_ours = sub.add_parser("hf-to-flantune", help="Hugging Face safetensors -> flantune")
     to_ours.add_argument("source")

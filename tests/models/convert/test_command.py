@@ -55,3 +55,17 @@ def test_bad_checkpoint_exits_with_the_error(tmp_path, capsys):
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
     assert tool.main(["hf-to-flantune", str(tmp_path / "hf"), str(tmp_path / "out")]) == 1
     assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_flantune_cli_dispatches_convert(tmp_path, capsys):
+    from flantune import cli
+
+    source = ref.save(ref.decoder("llama", seed=3), tmp_path / "hf")
+    assert cli.main(["convert", "hf-to-flantune", str(source), str(tmp_path / "ours")]) == 0
+    assert "DecoderConfig" in capsys.readouterr().out
+    assert cli.main(["convert", "flantune-to-hf", str(tmp_path / "ours"),
+                     str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "config.json").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["convert", "sideways"])
+    assert "flantune convert" in capsys.readouterr().err
