@@ -151,10 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _macro(name: str, default=None):
+    """A macro's value; a gin reference such as ``@flantune.ablation_mixture()`` is called."""
     try:
-        return gin.query_parameter(f"%{name}")
+        value = gin.query_parameter(f"%{name}")
     except ValueError:
         return default
+    if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+        return value.scoped_configurable_fn()
+    return value
 
 
 def run_inspect(args: argparse.Namespace) -> None:

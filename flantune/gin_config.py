@@ -12,6 +12,7 @@ from __future__ import annotations
 import gin
 
 import flantune.partitioning as partitioning
+from flantune.data import ablation
 from flantune.models import gin_registry
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
@@ -21,6 +22,10 @@ from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig):
     gin.external_configurable(_cls, module="flantune")
+# Mixtures built from gin arguments, for ablations:
+# MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
+for _fn in (ablation.ablation_mixture, ablation.cluster_mixture):
+    gin.external_configurable(_fn, module="flantune")
 
 
 @gin.configurable(module="flantune")
