@@ -112,6 +112,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                           in_shardings=(shardings, partitioning.batch_sharding(mesh)),
                           out_shardings=(shardings, None), donate_argnums=(0,))
         writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
+        write_config(config.model_dir, MIXTURE_FILE, mixture_description(data))
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
         bar = ProgressBar(config.train_steps, start, enabled=is_chief and config.progress)
@@ -196,6 +197,16 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
             spec.abstract_params(), shardings["params"]))
         return init_state(spec, optimizer, shardings, seed=config.seed, params=params)
     return init_state(spec, optimizer, shardings, seed=config.seed)
+
+
+MIXTURE_FILE = "mixture.json"
+
+
+def mixture_description(data: BatchIterator) -> str:
+    """What the run trains on, as JSON: the mixture, its leaf tasks in the order of the data
+    state's per-task counts, and their expected shares (realized shares = those counts)."""
+    return json.dumps({"mixture": data.stream.name, "tasks": list(data.task_names),
+                       "expected_shares": [float(s) for s in data.stream.shares]}, indent=1)
 
 
 def write_config(model_dir: str, name: str, text: str) -> None:

@@ -5,6 +5,7 @@ Only process 0 writes; other processes get no-op writers.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,14 +22,35 @@ from rich.progress import (
 )
 from tensorboardX import SummaryWriter
 
+METRICS_JSONL = "metrics.jsonl"
+
+
+def read_metrics(path: str | os.PathLike) -> dict[int, dict[str, float]]:
+    """Step -> scalars from a ``metrics.jsonl`` written by :class:`MetricWriter`."""
+    by_step: dict[int, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                by_step[int(row.pop("step"))] = row
+            except (ValueError, KeyError) as err:
+                raise ValueError(f"{path}:{number}: not a metrics line ({err}).") from None
+    return dict(sorted(by_step.items()))
+
 
 class MetricWriter:
-    """Scalars to TensorBoard under ``{model_dir}/{name}`` (``train``, ``eval``, ...)."""
+    """Scalars to TensorBoard under ``{model_dir}/{name}`` (``train``, ``eval``, ...), mirrored
+    as JSON lines in ``{model_dir}/{name}/metrics.jsonl`` for scripts and reports (one
+    ``{"step": s, ...}`` object per write; after a resume a step may appear again: the last
+    line for a step wins)."""
 
     def __init__(self, model_dir: str | os.PathLike | None, name: str = "train",
                  enabled: bool = True):
-        self._writer = SummaryWriter(os.path.join(model_dir, name)) if (enabled and model_dir) \
-            else None
+        active = bool(enabled and model_dir)
+        self._writer = SummaryWriter(os.path.join(model_dir, name)) if active else None
+        self._jsonl = os.path.join(model_dir, name, METRICS_JSONL) if active else None
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         if self._writer is None:
@@ -36,6 +58,9 @@ class MetricWriter:
         for key, value in values.items():
             self._writer.add_scalar(key, float(value), step)
         self._writer.flush()
+        with open(self._jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}})
+                    + "\n")
 
     def text(self, step: int, tag: str, text: str) -> None:
         if self._writer is not None:

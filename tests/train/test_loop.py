@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import pytest
 
 import tests.task_fixtures  # noqa: F401
 from flantune import cli
+from flantune.data.mixtures import task_shares
 from flantune.models import T5Config
 from flantune.train.checkpoints import CheckpointConfig, CheckpointError
-from flantune.train.loop import TrainConfig, TrainError, train
+from flantune.train.loop import MIXTURE_FILE, TrainConfig, TrainError, train
+from flantune.train.metric_writers import METRICS_JSONL, read_metrics
 from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 
 MODEL = T5Config(vocab_size=8000, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
@@ -41,6 +44,13 @@ def test_run_writes_checkpoints_and_events_and_resumes_exactly(tmp_path):
         expected = straight.losses[step]
         got = first.losses.get(step, second.losses.get(step))
         assert got == expected, (step, got, expected)  # bit-identical
+    # The JSON-lines mirror of the events holds the same losses, and mixture.json what was mixed.
+    logged = read_metrics(tmp_path / "resumed" / "train" / METRICS_JSONL)
+    assert {s: m["loss"] for s, m in logged.items()} == straight.losses
+    mixture = json.loads((tmp_path / "straight" / MIXTURE_FILE).read_text())
+    assert mixture["mixture"] == "test_mix"
+    assert mixture["expected_shares"] == pytest.approx(
+        [task_shares("test_mix")[n] for n in mixture["tasks"]])
 
 
 def test_incompatible_checkpoint_in_model_dir_is_refused_before_training(tmp_path):
