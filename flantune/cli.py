@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multi-host: host:port of process 0 (else from the environment)")
     train.add_argument("--num_processes", type=int, default=None)
     train.add_argument("--process_id", type=int, default=None)
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of gin bindings, one training run per variant, and report",
+        description="Ablations: every combination of the axes' values is trained in "
+                    "SWEEP_DIR/<variant> (finished variants are skipped on re-run), then "
+                    "report.md, results.csv and plots are written to SWEEP_DIR. Axes come from "
+                    "--axis and from the gin macro SWEEP_AXES ({'NAME': [values], ...}).")
+    _common_arguments(sweep)
+    sweep.add_argument("--axis", action="append", default=[],
+                       help="NAME=[v1, v2, ...]: a gin macro or binding and its values")
+    sweep.add_argument("--sweep_dir", default=None, help="default: gin macro SWEEP_DIR")
+    sweep.add_argument("--only", action="append", default=None,
+                       help="run only this variant (repeatable), e.g. on one cluster node")
+    sweep.add_argument("--report_only", action="store_true",
+                       help="write the report from the runs already in SWEEP_DIR")
     # `convert` parses its own arguments (flantune.models.convert.command); listed for --help.
     commands.add_parser("convert", add_help=False,
                         help="Hugging Face safetensors <-> flantune checkpoints "
@@ -197,6 +211,41 @@ def run_train(args: argparse.Namespace) -> None:
     print(summary(result))
 
 
+def run_sweep_command(args: argparse.Namespace, bindings: Sequence[str]) -> int:
+    from flantune.sweep import SweepConfig, SweepError, run_sweep
+    from flantune.sweep.grid import axes_from_mapping, parse_axis
+    from flantune.sweep.report import write_report
+
+    sweep_dir = args.sweep_dir or _macro("SWEEP_DIR")
+    if not sweep_dir:
+        raise CliError("Give --sweep_dir=DIR (or bind SWEEP_DIR in the sweep's gin file).")
+    try:
+        axes = axes_from_mapping(_macro("SWEEP_AXES") or {})
+        for text in args.axis:  # --axis overrides a SWEEP_AXES entry of the same name
+            extra = parse_axis(text)
+            axes = [a for a in axes if a.name != extra.name] + [extra]
+        if not axes:
+            raise CliError("A sweep needs at least one axis: --axis NAME=[v1, v2] or a "
+                           "SWEEP_AXES macro in the gin file.")
+        config = SweepConfig(sweep_dir=str(sweep_dir), gin_files=tuple(args.gin_file),
+                             axes=tuple(axes), bindings=tuple(bindings),
+                             gin_search_paths=tuple(args.gin_search_path),
+                             module_imports=tuple(args.module_import or ()))
+        failed = []
+        if not args.report_only:
+            outcomes = run_sweep(config, only=args.only)
+            failed = [name for name, outcome in outcomes.items() if outcome.startswith("failed")]
+        written = write_report(sweep_dir)
+    except SweepError as err:
+        raise CliError(str(err)) from None
+    print(f"report: {written['markdown']} (table also in {written['csv']})")
+    if failed:
+        print(f"flantune sweep: {len(failed)} variant(s) failed: {', '.join(failed)}; their "
+              "logs are above; rerun the same command to retry them.", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["convert"]:
@@ -213,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_inspect(args)
         elif args.command == "train":
             run_train(args)
+        elif args.command == "sweep":
+            return run_sweep_command(args, bindings)
     except (CliError, DataError) as err:
         print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
         return 2
