@@ -8,8 +8,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flantune.models import masks
+from flantune.models.cache import cache_slots
 from flantune.models.config import DecoderConfig
 from flantune.models.layers import (
+    HEAD_MAJOR_AXES,
     Attention,
     Dense,
     Embed,
@@ -61,6 +63,20 @@ class DecoderOnlyLayer(nnx.Module):
         x = x + dropout(h, self.dropout_rate, keys[3])
         return constrain(x, EMBED_AXES)
 
+    def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], bias: jax.Array,
+                    cos: jax.Array, sin: jax.Array, index: jax.Array
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """`__call__` (deterministic) for positions at cache slots index.. onwards; their
+        rotated keys and values are written into the cache."""
+        def rotary(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        h, (key, value) = self.attention.attend_cached(
+            self.attention_norm(x), (cache["key"], cache["value"]), index, bias, rotary=rotary)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, EMBED_AXES), {"key": key, "value": value}
+
 
 class DecoderOnly(nnx.Module):
     """Llama / Mistral taking SeqIO's decoder-only (and PrefixLM) feature names."""
@@ -99,9 +115,56 @@ class DecoderOnly(nnx.Module):
         x = self.token_embedder(decoder_input_tokens)
         x = constrain(dropout(x, config.dropout_rate, keys[0]), EMBED_AXES)
         x = self.layers(x, bias, cos, sin, dropout_key=keys[1])
-        x = self.final_norm(x)
-        if config.tie_word_embeddings:
+        return self._logits(self.final_norm(x))
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        """Final normed states -> float32 logits [b, length, vocab]."""
+        if self.config.tie_word_embeddings:
             logits = self.token_embedder.attend(x)
         else:
             logits = self.logits_dense(x)
         return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def init_decode_cache(self, batch_size: int, max_length: int,
+                          first_slot: jax.Array | None = None) -> dict:
+        """An empty cache for `max_length` positions per row. `first_slot` [b] (default 0) is
+        each row's first real slot: a left-padded prompt's row starts after its padding, and its
+        token at slot s has position s - first_slot. Layers are a tuple, or stacked on a leading
+        axis with `scan_layers`."""
+        config = self.config
+        shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
+
+        def layer_cache(_: DecoderOnlyLayer) -> dict[str, jax.Array]:
+            empty = constrain(jnp.zeros(shape, jnp.dtype(config.dtype)), HEAD_MAJOR_AXES)
+            return {"key": empty, "value": empty}
+
+        if first_slot is None:
+            first_slot = jnp.zeros((batch_size,), jnp.int32)
+        return {"layers": self.layers.map_layers(layer_cache),
+                "first_slot": jnp.asarray(first_slot, jnp.int32)}
+
+    def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
+                    index: jax.Array) -> tuple[jax.Array, dict]:
+        """Logits [b, q, vocab] of tokens [b, q] at cache slots index..index+q-1 (a whole
+        left-padded prompt at index 0, then one token per step), attending causally to every
+        earlier real slot within the sliding window; returns them and the updated cache."""
+        config = self.config
+        num_slots = cache_slots(cache)
+        first_slot = cache["first_slot"]
+        query_slots = jnp.asarray(index, jnp.int32) + jnp.arange(
+            decoder_input_tokens.shape[1], dtype=jnp.int32)
+        key_slots = jnp.arange(num_slots, dtype=jnp.int32)
+        mask = ((key_slots[None, None, :] <= query_slots[None, :, None])
+                & (key_slots[None, None, :] >= first_slot[:, None, None]))
+        if config.sliding_window is not None:
+            mask = mask & ((query_slots[:, None] - key_slots[None, :])
+                           < config.sliding_window)[None]
+        bias = masks.mask_to_bias(mask[:, None])
+        positions = jnp.maximum(query_slots[None, :] - first_slot[:, None], 0)
+        inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta,
+                                            config.rope_scaling)
+        cos, sin = rotary_tables(positions, inv_freq)
+        x = constrain(self.token_embedder(decoder_input_tokens), EMBED_AXES)
+        x, layers = self.layers.apply_cached(x, cache["layers"], bias, cos, sin, index)
+        logits = self._logits(self.final_norm(x))
+        return logits, {**cache, "layers": layers}

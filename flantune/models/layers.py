@@ -9,6 +9,7 @@ runs in `dtype`, with normalisation statistics and softmax always in float32.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,8 @@ MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 HEAD_MAJOR_AXES = ("batch", "heads", "length", "kv")
 
 Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# Head-major keys and values [b, kv_heads, slots, kv] of one attention layer.
+KeyValue = tuple[jax.Array, jax.Array]
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -183,6 +186,15 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, bi
     return out.reshape(b, num_heads, q_len, head_dim)
 
 
+def write_slots(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+    """Writes head-major `new` [b, h, q, d] into `cache` [b, h, slots, d] at slots
+    index..index+q-1 (`index` a traced scalar)."""
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, zero, jnp.asarray(index, jnp.int32), zero)
+    cache = jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), start)
+    return constrain(cache, HEAD_MAJOR_AXES)
+
+
 class Attention(nnx.Module):
     """Multi-head / grouped-query attention with kernels [embed, heads, kv] and [heads, kv, embed].
 
@@ -226,6 +238,31 @@ class Attention(nnx.Module):
     def project_out(self, x: jax.Array) -> jax.Array:
         """Head-major [b, heads, length, kv] -> [b, length, embed]."""
         return jnp.einsum("bhld,hde->ble", x, self._kernel(self.out))
+
+    def attend_cached(self, inputs: jax.Array, cache: KeyValue, index: jax.Array,
+                      bias: jax.Array, *, rotary: Rotary | None = None
+                      ) -> tuple[jax.Array, KeyValue]:
+        """Self-attention of `inputs` [b, q, embed] at cache slots index..index+q-1.
+
+        Their keys and values are written into `cache` (head-major [b, kv_heads, slots, kv])
+        first; the queries then attend to every slot, `bias` [b or 1, 1 or heads, q, slots]
+        masking the empty and disallowed ones. Returns the output and the updated cache.
+        """
+        q = self.project_query(inputs)
+        k, v = self.project_key_value(inputs)
+        if rotary is not None:
+            q, k = rotary(q, k)
+        cache = (write_slots(cache[0], k, index), write_slots(cache[1], v, index))
+        out = dot_product_attention(q, *cache, bias, scale=self.scale)
+        return self.project_out(out), cache
+
+    def attend_precomputed(self, inputs_q: jax.Array, key_value: KeyValue,
+                           bias: jax.Array) -> jax.Array:
+        """Attention of `inputs_q` to keys and values projected beforehand (e.g. cross-attention
+        to an encoder output while decoding)."""
+        q = self.project_query(inputs_q)
+        out = dot_product_attention(q, *key_value, bias, scale=self.scale)
+        return self.project_out(out)
 
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array, *,
                  rotary: Rotary | None = None,
@@ -285,3 +322,34 @@ class LayerStack(nnx.Module):
             return apply(layer, h, key, *layer_args)
 
         return step(x, self.layers, keys, *args)
+
+    def map_layers(self, fn: Callable[..., Any], *args: jax.Array) -> Any:
+        """`fn(layer, *args)` for every layer: a tuple of results, or with `scan=True` the results
+        stacked on a leading `layers` axis (the layout `apply_cached` expects)."""
+        if not self.scan:
+            return tuple(fn(layer, *args) for layer in self.layers)
+
+        @nnx.vmap(in_axes=(0,) + (None,) * len(args), out_axes=0,
+                  transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def each(layer: nnx.Module, *layer_args: jax.Array) -> Any:
+            return fn(layer, *layer_args)
+
+        return each(self.layers, *args)
+
+    def apply_cached(self, x: jax.Array, cache: Any, *args: jax.Array) -> tuple[jax.Array, Any]:
+        """Incremental decoding: `layer.decode_step(x, layer_cache, *args)` returns the new `x`
+        and that layer's new cache. `cache` is laid out as `map_layers` returns it."""
+        if not self.scan:
+            new_cache = []
+            for layer, layer_cache in zip(self.layers, cache, strict=True):
+                x, layer_cache = layer.decode_step(x, layer_cache, *args)
+                new_cache.append(layer_cache)
+            return x, tuple(new_cache)
+
+        @nnx.scan(in_axes=(nnx.Carry, 0, 0) + (None,) * len(args), out_axes=(nnx.Carry, 0),
+                  transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def step(h: jax.Array, layer: nnx.Module, layer_cache: Any,
+                 *layer_args: jax.Array) -> tuple[jax.Array, Any]:
+            return layer.decode_step(h, layer_cache, *layer_args)
+
+        return step(x, self.layers, cache, *args)

@@ -9,8 +9,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flantune.models import masks
+from flantune.models.cache import cache_slots
 from flantune.models.config import T5Config
 from flantune.models.layers import (
+    HEAD_MAJOR_AXES,
     Attention,
     Dense,
     Embed,
@@ -94,6 +96,22 @@ class DecoderLayer(nnx.Module):
         x = x + dropout(h, self.dropout_rate, keys[5])
         return constrain(x, EMBED_AXES)
 
+    def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], self_bias: jax.Array,
+                    cross_bias: jax.Array, index: jax.Array
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """`__call__` (deterministic) for decoder positions at cache slots index.. onwards:
+        self-attention keys/values go into the cache, cross-attention reads the encoder keys and
+        values projected once by `EncoderDecoder.init_decode_cache`."""
+        h = self.self_attention_norm(x)
+        h, (key, value) = self.self_attention.attend_cached(
+            h, (cache["key"], cache["value"]), index, self_bias)
+        x = x + h
+        h = self.cross_attention.attend_precomputed(
+            self.cross_attention_norm(x), (cache["cross_key"], cache["cross_value"]), cross_bias)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, EMBED_AXES), {**cache, "key": key, "value": value}
+
 
 class Stack(nnx.Module):
     """Relative position bias, the layers and the final norm of the encoder or the decoder."""
@@ -167,12 +185,53 @@ class EncoderDecoder(nnx.Module):
         x = self.decoder.layers(x, self_bias, encoded, cross_bias, dropout_key=keys[1])
         x = self.decoder.final_norm(x)
         x = dropout(x, self.config.dropout_rate, keys[2])
+        return self._logits(x)
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        """Final decoder states -> float32 logits [b, length, vocab]."""
         if self.config.tie_word_embeddings:
             scale = jnp.asarray(self.config.emb_dim ** -0.5, x.dtype)
             logits = self.token_embedder.attend(x * scale)
         else:
             logits = self.logits_dense(x)
         return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def init_decode_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
+                          max_length: int) -> dict:
+        """The decoding cache: per decoder layer, empty self-attention keys/values for
+        `max_length` positions and the cross-attention keys/values of `encoded`, projected once.
+        Layers are a tuple, or stacked on a leading axis with `scan_layers`."""
+        def layer_cache(layer: DecoderLayer, enc: jax.Array) -> dict[str, jax.Array]:
+            cross_key, cross_value = layer.cross_attention.project_key_value(enc)
+            b, heads, _, head_dim = cross_key.shape
+            empty = constrain(jnp.zeros((b, heads, max_length, head_dim), cross_key.dtype),
+                              HEAD_MAJOR_AXES)
+            return {"key": empty, "value": empty, "cross_key": cross_key,
+                    "cross_value": cross_value}
+
+        return {"layers": self.decoder.layers.map_layers(layer_cache, encoded),
+                "encoder_valid": encoder_input_tokens > 0}
+
+    def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
+                    index: jax.Array) -> tuple[jax.Array, dict]:
+        """Logits [b, q, vocab] of decoder tokens [b, q] at positions index..index+q-1, given
+        the cache holding every earlier position; returns them and the updated cache. Equals
+        `decode` on the whole prefix (deterministic)."""
+        num_slots = cache_slots(cache)
+        query_positions = jnp.asarray(index, jnp.int32) + jnp.arange(
+            decoder_input_tokens.shape[1], dtype=jnp.int32)
+        key_positions = jnp.arange(num_slots, dtype=jnp.int32)
+        # Positions lie in [0, num_slots), so both lengths are num_slots.
+        relpos = self.decoder.relpos_bias(query_positions[None], key_positions[None],
+                                          num_slots, num_slots)
+        causal = (key_positions[None, :] <= query_positions[:, None])[None, None]
+        self_bias = masks.mask_to_bias(causal, relpos)
+        cross_bias = masks.mask_to_bias(cache["encoder_valid"][:, None, None, :])
+        x = constrain(self.token_embedder(decoder_input_tokens), EMBED_AXES)
+        x, layers = self.decoder.layers.apply_cached(x, cache["layers"], self_bias, cross_bias,
+                                                     index)
+        logits = self._logits(self.decoder.final_norm(x))
+        return logits, {**cache, "layers": layers}
 
     def __call__(self, encoder_input_tokens: jax.Array, decoder_input_tokens: jax.Array, *,
                  encoder_segment_ids: jax.Array | None = None,

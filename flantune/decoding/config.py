@@ -1,0 +1,62 @@
+"""What to decode and how (`DecodeConfig`), and what comes back (`Generated`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from flantune.decoding.errors import DecodeConfigError
+
+METHODS = ("greedy", "sample", "beam")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """Decoding settings.
+
+    `method`: "greedy" (argmax), "sample" (temperature, then top-k, then top-p; temperature 0
+    means argmax) or "beam". `length_penalty` is the GNMT / t5x alpha: a finished beam of `n`
+    generated tokens (EOS included) scores `log p / ((5 + n) / 6) ** alpha`; Hugging Face
+    divides by `n ** length_penalty` instead, so the two agree only at 0.
+    """
+
+    max_decode_length: int = 128
+    method: str = "greedy"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_beams: int = 4
+    length_penalty: float = 0.6
+    eos_id: int = 1
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        def fail(field: str, rule: str) -> None:
+            raise DecodeConfigError(
+                f"DecodeConfig.{field}={getattr(self, field)!r}: {rule}.")
+
+        if self.method not in METHODS:
+            fail("method", f"choose one of {METHODS}")
+        if self.max_decode_length < 1:
+            fail("max_decode_length", "must be >= 1")
+        if self.temperature < 0:
+            fail("temperature", "must be >= 0 (0 means greedy)")
+        if self.top_k < 0:
+            fail("top_k", "must be >= 0 (0 turns it off)")
+        if not 0.0 < self.top_p <= 1.0:
+            fail("top_p", "must be in (0, 1] (1 turns it off)")
+        if self.num_beams < 1:
+            fail("num_beams", "must be >= 1")
+        if self.eos_id == self.pad_id:
+            fail("eos_id", f"must differ from pad_id={self.pad_id}")
+
+
+@dataclasses.dataclass
+class Generated:
+    """Decoded tokens [batch, max_decode_length] int32, EOS kept and `pad_id` after it; scores
+    [batch] float32: the summed log-probabilities of the tokens up to and including EOS under the
+    model (before temperature / top-k / top-p), or for beam search the length-penalised score."""
+
+    tokens: np.ndarray
+    scores: np.ndarray
