@@ -1,8 +1,9 @@
 """Beam search with the GNMT / t5x length penalty, over the model's cache.
 
-Each step extends every live beam by every token, keeps the 2k best extensions, finishes those
-ending in EOS (score = log p / penalty(length)), and keeps the k best others alive. At the last
-step every extension is finished. A row stops early once no live beam can still beat its best
+Each step extends every live beam by every token and keeps the 2k best extensions. Those ending
+in EOS finish (score = log p / penalty(length)) if they rank among the k best (so, as in Hugging
+Face's beam search, one beam equals greedy decoding); the k best others stay alive. At the last
+step every kept extension finishes. A row stops early once no live beam can still beat its best
 finished one. Written here because no installed library offers a jittable beam search over a
 Flax NNX model's cache.
 """
@@ -69,13 +70,16 @@ def beam_decode(model: nnx.Module, inputs: jax.Array,
         parent, token = flat // vocab, (flat % vocab).astype(jnp.int32)
         cand_tokens = jnp.take_along_axis(state["live_tokens"], parent[:, :, None], axis=1)
         cand_tokens = cand_tokens.at[:, :, i].set(token)
-        ends = (token == config.eos_id) | (i + 1 == length)
-        cand_finished = jnp.where(ends, cand_log_probs / length_penalty(i + 1, alpha), neg_inf)
+        is_eos = token == config.eos_id
+        within_k = jnp.arange(2 * beams)[None, :] < beams
+        finishing = (is_eos & within_k) | (i + 1 == length)
+        cand_finished = jnp.where(finishing, cand_log_probs / length_penalty(i + 1, alpha),
+                                  neg_inf)
         finished_scores, finished_tokens = _top(
             jnp.concatenate([state["finished_scores"], cand_finished], axis=1), beams,
             jnp.concatenate([state["finished_tokens"], cand_tokens], axis=1))
         live_log_probs, live_tokens, live_parent, live_token = _top(
-            jnp.where(ends, neg_inf, cand_log_probs), beams, cand_tokens, parent, token)
+            jnp.where(is_eos, neg_inf, cand_log_probs), beams, cand_tokens, parent, token)
         source_rows = (jnp.arange(batch)[:, None] * beams + live_parent).reshape(-1)
         logits, cache = step(live_token.reshape(-1),
                                          take_rows(state["cache"], source_rows), first_slot + i)

@@ -18,7 +18,8 @@ from flantune.decoding import (
     left_pad_prompts,
     make_generate_fn,
 )
-from flantune.models import DecoderConfig, T5Config, build_model, load_hf_checkpoint
+from flantune.models import build_model, load_hf_checkpoint, model_params
+from tests.decoding.tiny import DECODER_TINY, PROMPTS, T5_TINY, encoder_batch
 from tests.models import hf_reference as ref
 from tests.models.jit_forward import forward
 
@@ -26,16 +27,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 NEW_TOKENS = 12
-
-
-def _encoder_batch() -> np.ndarray:
-    enc = np.random.default_rng(4).integers(2, ref.VOCAB, (3, 11)).astype(np.int32)
-    enc[1, 7:] = 0
-    enc[2, 3:] = 0
-    return enc
-
-
-PROMPTS = [[5, 17, 33, 9], [40, 2, 71, 8, 66, 12, 30], [88]]
 
 
 def _pad_right(rows: list[np.ndarray], length: int, pad_id: int = 0) -> np.ndarray:
@@ -83,7 +74,7 @@ def _t5_greedy_reference(hf_model, enc: np.ndarray, eos_id: int) -> np.ndarray:
 @pytest.mark.parametrize("scan", [False, True])
 def test_t5_greedy_equals_transformers(hf_t5, scan):
     hf_model, directory = hf_t5
-    enc = _encoder_batch()
+    enc = encoder_batch()
     config, params = load_hf_checkpoint(directory, scan_layers=scan)
     model = build_model(config, params=params)
     got = generate(model, {"encoder_input_tokens": enc},
@@ -97,7 +88,7 @@ def test_t5_eos_stops_a_row_and_pads_after_it(hf_t5):
     """EOS chosen as a token greedy decoding emits mid-way in one row: that row stops there
     (EOS kept, padding after) exactly as in transformers; the other rows go on."""
     hf_model, directory = hf_t5
-    enc = _encoder_batch()
+    enc = encoder_batch()
     config, params = load_hf_checkpoint(directory)
     model = build_model(config, params=params)
     free = generate(model, {"encoder_input_tokens": enc},
@@ -165,13 +156,6 @@ def _greedy_without_cache(model, batch: dict, config: DecodeConfig) -> tuple[np.
     return tokens, scores
 
 
-T5_TINY = T5Config(vocab_size=ref.VOCAB, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=48,
-                   num_encoder_layers=2, num_decoder_layers=2, relative_attention_num_buckets=8,
-                   relative_attention_max_distance=6)
-DECODER_TINY = DecoderConfig(vocab_size=ref.VOCAB, emb_dim=32, num_heads=4, num_kv_heads=2,
-                             head_dim=8, mlp_dim=48, num_layers=2, sliding_window=5)
-
-
 @pytest.mark.parametrize("family", ["t5", "decoder"])
 @pytest.mark.parametrize("scan", [False, True])
 def test_cached_greedy_equals_full_recomputation(family, scan):
@@ -180,7 +164,7 @@ def test_cached_greedy_equals_full_recomputation(family, scan):
     spec = T5_TINY if family == "t5" else DECODER_TINY
     model = build_model(dataclasses.replace(spec, scan_layers=scan), nnx.Rngs(8))
     if family == "t5":
-        batch = {"encoder_input_tokens": _encoder_batch()}
+        batch = {"encoder_input_tokens": encoder_batch()}
     else:
         batch = left_pad_prompts(PROMPTS)
     config = DecodeConfig(max_decode_length=10, eos_id=int(ref.VOCAB - 1))
@@ -194,11 +178,10 @@ def test_generate_fn_reuses_one_compilation_and_takes_new_params():
     model = build_model(T5_TINY, nnx.Rngs(1))
     config = DecodeConfig(max_decode_length=6)
     fn = make_generate_fn(model, config)
-    batch = {"encoder_input_tokens": _encoder_batch()}
+    batch = {"encoder_input_tokens": encoder_batch()}
     first = fn(batch)
     np.testing.assert_array_equal(first.tokens, generate(model, batch, config).tokens)
     other = build_model(T5_TINY, nnx.Rngs(2))
-    from flantune.models import model_params
     swapped = fn(batch, params=model_params(other))
     np.testing.assert_array_equal(swapped.tokens, generate(other, batch, config).tokens)
     from_spec = make_generate_fn(T5_TINY, config)
@@ -213,12 +196,12 @@ def test_bad_batches_are_named():
     decoder = build_model(DECODER_TINY, nnx.Rngs(0))
     config = DecodeConfig(max_decode_length=3)
     with pytest.raises(DecodeBatchError, match="encoder_input_tokens"):
-        generate(t5, {"inputs": _encoder_batch()}, config)
+        generate(t5, {"inputs": encoder_batch()}, config)
     right_padded = {"decoder_input_tokens": np.array([[5, 6, 0], [7, 8, 9]], np.int32)}
     with pytest.raises(DecodeBatchError, match="row 0 .*left-padded"):
         generate(decoder, right_padded, config)
     with pytest.raises(DecodeBatchError, match="row 1 is all padding"):
         generate(decoder, {"decoder_input_tokens": np.array([[5, 6], [0, 0]])}, config)
     with pytest.raises(DecodingError, match="rng"):
-        generate(t5, {"encoder_input_tokens": _encoder_batch()},
+        generate(t5, {"encoder_input_tokens": encoder_batch()},
                  DecodeConfig(max_decode_length=3, method="sample"))
