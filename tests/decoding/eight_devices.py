@@ -40,7 +40,7 @@ def main() -> None:
             key = jax.random.key(7)
             alone = make_generate_fn(model, config)(batch, key)
             entry = {"rows_differ": len({tuple(r) for r in alone.tokens}) > 1}
-            for mesh_name in ("data8", "data4_model2", "fsdp8"):
+            for mesh_name in ("data8", "data4_model2"):
                 mesh = pt.make_mesh(pt.MeshConfig(**tm.MESHES[mesh_name]))
                 rules = pt.axis_rules(tm.PRESET_FOR_MESH[mesh_name])
                 sharded = make_generate_fn(model, config, mesh=mesh, rules=rules)(batch, key)

@@ -24,6 +24,17 @@ DECODER_TINY = DecoderConfig(vocab_size=50, emb_dim=32, num_heads=4, num_kv_head
                              mlp_dim=48, num_layers=2)
 
 
+@nnx.jit
+def _init_t5(model, enc):
+    return model.init_decode_cache(model.encode(enc), enc, 26)
+
+
+@nnx.jit
+def _step(model, tokens, cache, index):
+    """One compiled decode step per input shape (the index is traced)."""
+    return model.decode_step(tokens, cache, index)
+
+
 def test_relative_position_bias_of_one_query_is_the_full_row():
     bias = RelativePositionBias(8, 12, 4, bidirectional=False, param_dtype=jnp.float32,
                                 rngs=nnx.Rngs(0))
@@ -44,17 +55,14 @@ def test_t5_token_by_token_equals_decode(scan):
     dec[:, 0] = 0
     full = forward(model, jnp.asarray(enc), jnp.asarray(dec))
 
-    @nnx.jit
-    def incremental(m, enc, dec):
-        cache = m.init_decode_cache(m.encode(enc), enc, 26)
-        logits, cache = m.decode_step(dec[:, :3], cache, jnp.int32(0))  # several at once too
-        steps = [logits]
-        for t in range(3, dec.shape[1]):
-            logits, cache = m.decode_step(dec[:, t:t + 1], cache, jnp.int32(t))
-            steps.append(logits)
-        return jnp.concatenate(steps, axis=1)
-
-    got = np.asarray(incremental(model, jnp.asarray(enc), jnp.asarray(dec)))
+    enc = jnp.asarray(enc)
+    cache = _init_t5(model, enc)
+    logits, cache = _step(model, jnp.asarray(dec[:, :3]), cache, 0)  # several at once too
+    steps = [logits]
+    for t in range(3, dec.shape[1]):
+        logits, cache = _step(model, jnp.asarray(dec[:, t:t + 1]), cache, t)
+        steps.append(logits)
+    got = np.concatenate([np.asarray(s) for s in steps], axis=1)
     assert np.abs(full).max() > 1.0
     np.testing.assert_allclose(got, full, atol=TOL, rtol=0)
 
@@ -71,17 +79,13 @@ def test_decoder_left_padded_prefill_then_steps_equals_forward(scan, window):
     padded = tokens.copy()
     padded[1, :3] = 0
 
-    @nnx.jit
-    def incremental(m, tokens):
-        cache = m.init_decode_cache(2, 24, jnp.array([0, 3]))
-        logits, cache = m.decode_step(tokens[:, :8], cache, jnp.int32(0))
-        steps = [logits]
-        for t in range(8, 20):
-            logits, cache = m.decode_step(tokens[:, t:t + 1], cache, jnp.int32(t))
-            steps.append(logits)
-        return jnp.concatenate(steps, axis=1)
-
-    got = np.asarray(incremental(model, jnp.asarray(padded)))
+    cache = model.init_decode_cache(2, 24, jnp.array([0, 3]))
+    logits, cache = _step(model, jnp.asarray(padded[:, :8]), cache, 0)
+    steps = [logits]
+    for t in range(8, 20):
+        logits, cache = _step(model, jnp.asarray(padded[:, t:t + 1]), cache, t)
+        steps.append(logits)
+    got = np.concatenate([np.asarray(s) for s in steps], axis=1)
     np.testing.assert_allclose(got[0], want_0, atol=TOL, rtol=0)
     np.testing.assert_allclose(got[1, 3:], want_1, atol=TOL, rtol=0)
 
