@@ -4,13 +4,13 @@ and the real packed data pipeline vs a synthetic batch.
 1. The same batch (Flan-T5-small shape, 8 rows of 512 -> 128 random tokens, f32) through a
    flantune train step (jit, donated state, AdamW, cross-entropy without z-loss) and a PyTorch
    ``T5ForConditionalGeneration`` step (forward with labels, backward, ``torch.optim.AdamW``),
-   alternating, after a warm-up step each.
+   each side alone in a fresh process after a warm-up step, alternating rounds.
 2. Model FLOP/s of the flantune step (analytic matmul FLOPs: 3x the forward pass) divided by an
    f32 matmul peak measured in the same run (a large jitted ``jnp.dot``).
 3. The step time of the demo model fed by the real demo pipeline (background prefetch, packing,
    global batch assembly) over the step time with one synthetic batch already on device.
 
-    python tools/bench_train.py [--steps 3] [--skip_torch]
+    python tools/bench_train.py [--steps 3] [--rounds 2] [--skip_torch]
 
 The last line is a JSON object of the headline figures.
 """
@@ -21,6 +21,8 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -141,20 +143,40 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def compare_with_torch(steps: int, skip_torch: bool) -> dict[str, float]:
+def worker(side: str, steps: int) -> dict[str, float]:
+    """Times ``steps`` train steps of one side (after a warm-up step) alone in this process;
+    the flantune side also measures the matmul peak."""
     batch = synthetic_batch(8, 512, 128, FLAN_T5_SMALL.vocab_size)
-    ours = FlantuneStep(FLAN_T5_SMALL)
-    device_batch = ours.device_batch(batch)
-    ours(device_batch)  # compile
-    theirs = None if skip_torch else TorchStep(FLAN_T5_SMALL)
-    if theirs is not None:
-        theirs(batch)
-    peak = matmul_peak()
-    ours_times, torch_times = [], []
-    for _ in range(steps):
-        ours_times.append(timed(ours, device_batch))
-        if theirs is not None:
-            torch_times.append(timed(theirs, batch))
+    if side == "flantune":
+        step = FlantuneStep(FLAN_T5_SMALL)
+        batch = step.device_batch(batch)
+    else:
+        step = TorchStep(FLAN_T5_SMALL)
+    step(batch)  # compile / warm up
+    times = [timed(step, batch) for _ in range(steps)]
+    result = {"step_s": times}
+    if side == "flantune":
+        result["matmul_peak"] = matmul_peak()
+    return result
+
+
+def _run_worker(side: str, steps: int) -> dict[str, float]:
+    output = subprocess.run([sys.executable, __file__, "--worker", side, "--steps", str(steps)],
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def compare_with_torch(steps: int, rounds: int, skip_torch: bool) -> dict[str, float]:
+    """Each side runs alone in a fresh process (PyTorch's OpenMP threads keep spinning after
+    its ops and would slow an XLA step timed right after them), alternating for ``rounds``."""
+    ours_times, torch_times, peaks = [], [], []
+    for _ in range(rounds):
+        ours = _run_worker("flantune", steps)
+        ours_times += ours["step_s"]
+        peaks.append(ours["matmul_peak"])
+        if not skip_torch:
+            torch_times += _run_worker("torch", steps)["step_s"]
+    peak = max(peaks)
     tokens = 8 * (512 + 128)
     flops = t5_train_flops(FLAN_T5_SMALL, 8, 512, 128)
     ours_s = float(np.median(ours_times))
@@ -164,16 +186,17 @@ def compare_with_torch(steps: int, skip_torch: bool) -> dict[str, float]:
               "flantune_mfu_vs_matmul_peak": round(flops / ours_s / peak, 3)}
     print(f"Flan-T5-small train step, batch 8 x 512 -> 128, f32: {flops / 1e12:.2f} TFLOP/step; "
           f"matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print(f"  flantune: {ours_s:.2f} s/step, {tokens / ours_s:,.0f} tokens/s, "
-          f"{flops / ours_s / 1e9:.0f} GFLOP/s = {flops / ours_s / peak:.2f} of the peak")
+    print(f"  flantune: {ours_s:.2f} s/step (median of {len(ours_times)}), "
+          f"{tokens / ours_s:,.0f} tokens/s, {flops / ours_s / 1e9:.0f} GFLOP/s = "
+          f"{flops / ours_s / peak:.2f} of the peak")
     if torch_times:
         torch_s = float(np.median(torch_times))
         result.update({"torch_step_s": round(torch_s, 3),
                        "tokens_per_s_ratio_vs_torch": round(torch_s / ours_s, 3),
                        "torch_mfu_vs_matmul_peak": round(flops / torch_s / peak, 3)})
-        print(f"  PyTorch:  {torch_s:.2f} s/step, {tokens / torch_s:,.0f} tokens/s, "
-              f"{flops / torch_s / peak:.2f} of the peak; flantune / PyTorch tokens/s = "
-              f"{torch_s / ours_s:.2f}")
+        print(f"  PyTorch:  {torch_s:.2f} s/step (median of {len(torch_times)}), "
+              f"{tokens / torch_s:,.0f} tokens/s, {flops / torch_s / peak:.2f} of the peak; "
+              f"flantune / PyTorch tokens/s = {torch_s / ours_s:.2f}")
     return result
 
 
@@ -202,9 +225,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side (T5-small)")
     parser.add_argument("--pipeline_steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating fresh-process rounds per side")
     parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument("--worker", choices=("flantune", "torch"), default=None,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    headline = compare_with_torch(args.steps, args.skip_torch)
+    if args.worker:
+        result = worker(args.worker, args.steps)
+        print(json.dumps(result))
+        return result
+    headline = compare_with_torch(args.steps, args.rounds, args.skip_torch)
     headline.update(pipeline_vs_synthetic(args.pipeline_steps))
     print(json.dumps(headline))
     return headline
