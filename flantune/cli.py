@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run only this variant (repeatable), e.g. on one cluster node")
     sweep.add_argument("--report_only", action="store_true",
                        help="write the report from the runs already in SWEEP_DIR")
+    for name, help_text in (
+            ("eval", "evaluate a checkpoint: per-task metrics (JSON, markdown) and predictions"),
+            ("infer", "predict with a checkpoint: one JSONL file of predictions per task")):
+        command = commands.add_parser(
+            name, help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. Configure with "
+                        "--gin_file=gin_configs/runs/{name}.gin and a model gin file; macros "
+                        "CHECKPOINT_PATH, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, "
+                        "EVAL_OUTPUT_DIR.".replace("{name}", name))
+        _common_arguments(command)
     # `convert` parses its own arguments (flantune.models.convert.command); listed for --help.
     commands.add_parser("convert", add_help=False,
                         help="Hugging Face safetensors <-> flantune checkpoints "
@@ -209,6 +219,38 @@ def run_train(args: argparse.Namespace) -> None:
         raise CliError(str(err)) from None
     write_config(config.model_dir, "operative_config.gin", gin.operative_config_str())
     print(summary(result))
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from flantune import gin_config
+    from flantune.evaluation import TaskEvalError
+    from flantune.evaluation.command import run
+    from flantune.train.checkpoints import CheckpointError
+
+    check_required_macros(("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"))
+    try:
+        config = gin_config.eval_run()
+    except (ValueError, TypeError) as err:
+        raise CliError(f"Bad gin configuration: {err}") from None
+    try:
+        results, paths = run(config, infer=args.command == "infer")
+    except (CheckpointError, TaskEvalError) as err:
+        raise CliError(str(err)) from None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if args.command == "eval":
+        console.print(results.table())
+    for name in results.failed:
+        for message in results.tasks[name].errors:
+            console.print(f"[red]error[/red] {message}")
+    for label, path in paths.items():
+        print(f"{label}: {path}")
+    if results.failed:
+        print(f"flantune {args.command}: {len(results.failed)} of {len(results.tasks)} task(s) "
+              "failed (see above); the other tasks' results were written.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_sweep_command(args: argparse.Namespace, bindings: Sequence[str]) -> int:
@@ -264,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_train(args)
         elif args.command == "sweep":
             return run_sweep_command(args, bindings)
+        elif args.command in ("eval", "infer"):
+            return run_eval(args)
     except (CliError, DataError) as err:
         print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,9 @@ import gin
 
 import flantune.partitioning as partitioning
 from flantune.data import ablation
+from flantune.decoding import DecodeConfig
+from flantune.evaluation.command import EvalRun
+from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
@@ -20,7 +23,8 @@ from flantune.train.losses import LossConfig
 from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
 
-for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig):
+for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
+             EvalConfig, DecodeConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -36,20 +40,38 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  mesh: partitioning.MeshConfig | None = None, rules="data_parallel",
                  initial_checkpoint_path: str | None = None, seed: int = 0,
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
-                 progress: bool = True) -> TrainConfig:
+                 progress: bool = True, eval: EvalConfig | None = None) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection)."""
-    if model is None:
-        try:
-            model = gin_registry.model_config()
-        except ValueError as err:
-            raise ValueError("No model configured: add a model gin file, e.g. "
-                             "--gin_file=gin_configs/models/t5_1_1_small.gin "
-                             f"({err}).") from None
     return TrainConfig(
         model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=dict(task_feature_lengths), train_steps=int(train_steps),
-        batch_size=int(batch_size), model=model, optimizer=optimizer or OptimizerConfig(),
+        batch_size=int(batch_size), model=model or _gin_model(),
+        optimizer=optimizer or OptimizerConfig(),
         step=step or StepConfig(), checkpoint=checkpoint or CheckpointConfig(),
         mesh=mesh or partitioning.MeshConfig(), rules=rules,
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
-        log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress)
+        log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
+        eval=eval)
+
+
+def _gin_model():
+    try:
+        return gin_registry.model_config()
+    except ValueError as err:
+        raise ValueError("No model configured: add a model gin file, e.g. "
+                         "--gin_file=gin_configs/models/t5_1_1_small.gin "
+                         f"({err}).") from None
+
+
+@gin.configurable(module="flantune")
+def eval_run(checkpoint_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
+             task_feature_lengths: dict = gin.REQUIRED, eval: EvalConfig | None = None,
+             model=None, mesh: partitioning.MeshConfig | None = None,
+             rules="data_parallel") -> EvalRun:
+    """What ``flantune eval`` / ``flantune infer`` run (gin_configs/runs/eval.gin)."""
+    eval = eval or EvalConfig()
+    if not eval.enabled:
+        raise ValueError("Nothing to evaluate: bind MIXTURE_OR_TASK_NAME (a task or mixture).")
+    return EvalRun(checkpoint_path=str(checkpoint_path), output_dir=str(output_dir), eval=eval,
+                   model=model or _gin_model(), task_feature_lengths=dict(task_feature_lengths),
+                   mesh=mesh or partitioning.MeshConfig(), rules=rules)

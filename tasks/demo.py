@@ -18,7 +18,8 @@ from flantune.data.seeding import rng_for, stable_hash
 from flantune.data.sources import ReasoningGymSource
 from flantune.data.templates import COT_TEMPLATES, QA_TEMPLATES, Template, cot_template
 from flantune.data.variants import FewShotConfig
-from flantune.metrics import cot_answer, exact_match
+from flantune.evaluation.reasoning_gym import reasoning_gym_score, record_target_postprocessor
+from flantune.metrics import exact_match
 
 # Records per split; the train sizes differ so that examples-proportional mixing matters.
 TRAIN_SIZES = {
@@ -55,7 +56,8 @@ def rg_task(name: str, templates, *, record_fn=None, has_options: bool = False,
     return flantune.task(
         f"rg_{name}", templates=templates, splits=("train", "validation", "test"),
         record_fn=record_fn, has_options=has_options, few_shot=FEW_SHOT,
-        postprocess_fn=cot_answer if cot else None, metric_fns=[exact_match],
+        postprocess_fn=record_target_postprocessor(chain_of_thought=cot),
+        metric_fns=[exact_match, reasoning_gym_score],
         cluster=cluster)(generator(name, size))
 
 

@@ -30,6 +30,7 @@ class DecodeConfig:
     length_penalty: float = 0.6
     eos_id: int = 1
     pad_id: int = 0
+    bos_id: int | None = None
 
     def __post_init__(self) -> None:
         def fail(field: str, rule: str) -> None:

@@ -47,9 +47,10 @@ def check_batch(model: nnx.Module, batch: Mapping[str, np.ndarray | jax.Array],
 
 
 def start(model: nnx.Module, inputs: jax.Array, max_decode_length: int,
-          pad_id: int) -> tuple[jax.Array, Cache, int]:
+          pad_id: int, bos_id: int | None = None) -> tuple[jax.Array, Cache, int]:
     """Logits [b, vocab] of the first new token, the cache, and the cache slot the first new
-    token will occupy (new token i goes to that slot + i)."""
+    token will occupy (new token i goes to that slot + i). Decoder-only prompts get `bos_id`
+    (if not None) before their first token."""
     if isinstance(model, EncoderDecoder):
         encoded = model.encode(inputs)
         cache = model.init_decode_cache(encoded, inputs, max_decode_length + 1)
@@ -58,6 +59,10 @@ def start(model: nnx.Module, inputs: jax.Array, max_decode_length: int,
         return logits[:, -1], cache, 1
     batch, prompt_length = inputs.shape
     first_slot = prompt_length - jnp.sum(inputs != pad_id, axis=1, dtype=jnp.int32)
+    if bos_id is not None:  # one more column; BOS goes in the slot before each prompt
+        inputs = jnp.pad(inputs, ((0, 0), (1, 0)), constant_values=pad_id)
+        inputs = inputs.at[jnp.arange(batch), first_slot].set(bos_id)
+        prompt_length += 1
     cache = model.init_decode_cache(batch, prompt_length + max_decode_length, first_slot)
     logits, cache = model.decode_step(inputs, cache, jnp.int32(0))
     return logits[:, -1], cache, prompt_length

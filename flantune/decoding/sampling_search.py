@@ -16,7 +16,8 @@ def sample_decode(model: nnx.Module, inputs: jax.Array, config: DecodeConfig,
                   key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Tokens [b, max_decode_length] (pad after EOS) and summed log-probabilities [b]."""
     length = config.max_decode_length
-    logits, cache, first_slot = model_steps.start(model, inputs, length, config.pad_id)
+    logits, cache, first_slot = model_steps.start(model, inputs, length, config.pad_id,
+                                                     config.bos_id)
     step = model_steps.stepper(model)
     batch = inputs.shape[0]
     init = {

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -26,6 +26,9 @@ from flantune.train.optimizers import OptimizerConfig, make_optimizer
 from flantune.train.preemption import StopRequest
 from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
 from flantune.train.step import StepConfig, make_train_step
+
+if TYPE_CHECKING:
+    from flantune.evaluation import EvalConfig
 
 PyTree = Any
 
@@ -56,6 +59,7 @@ class TrainConfig:
     pack: bool = True
     progress: bool = True
     prefetch: int = 2  # batches prepared ahead in a background thread
+    eval: EvalConfig | None = None  # held-out evaluation during training
 
 
 @dataclasses.dataclass
@@ -112,6 +116,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                           in_shardings=(shardings, partitioning.batch_sharding(mesh)),
                           out_shardings=(shardings, None), donate_argnums=(0,))
         writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
+        evaluation = _training_eval(config, spec, mesh, rules, shardings["params"])
         write_config(config.model_dir, MIXTURE_FILE, mixture_description(data))
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
@@ -134,8 +139,14 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                     pending = []
                 stopping = stop.should_stop(done)
                 last = done == config.train_steps or stopping
-                if checkpointer.should_save(done) or last:
-                    checkpointer.save(done, state, data_state=data_state, force=last)
+                saving = checkpointer.should_save(done) or last
+                eval_metrics = None
+                if evaluation is not None and not stopping and evaluation.due(
+                        done, last=last, saving=saving):
+                    eval_metrics = evaluation.run(state["params"], done, bar.print)
+                if saving:
+                    checkpointer.save(done, state, data_state=data_state, force=last,
+                                      metrics=eval_metrics)
                 if stopping:
                     if pending:
                         losses.update({s: m["loss"] for s, m in
@@ -148,6 +159,8 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         checkpointer.wait_until_finished()
         checkpointer.close()
         writer.close()
+        if evaluation is not None:
+            evaluation.close()
     final = stopped_at if stopped_at is not None else max(start, config.train_steps)
     return TrainResult(final_step=final, losses=losses, model_dir=config.model_dir,
                        interrupted=stopped_at is not None)
@@ -174,6 +187,30 @@ def _log(pending: list[tuple[int, dict]], task_names, throughput: Throughput,
         writer.scalars(step, scalars)
         out.append((step, scalars))
     return out
+
+
+def _training_eval(config: TrainConfig, spec: ModelSpec, mesh, rules, param_shardings):
+    """The evaluation hook, or None; unknown eval tasks fail here, before the first step."""
+    best = config.checkpoint.best_metric if config.checkpoint.keep_best is not None else None
+    if config.eval is None or not config.eval.enabled:
+        if best:
+            raise TrainError(f"CheckpointConfig.keep_best ranks checkpoints by the eval metric "
+                             f"{best!r}, but no evaluation is configured; set "
+                             "EVAL_MIXTURE_OR_TASK_NAME (flantune.EvalConfig).")
+        return None
+    from flantune.evaluation import TaskEvalError
+    from flantune.evaluation.during_training import TrainingEval
+
+    try:
+        hook = TrainingEval(config.eval, spec, config.task_feature_lengths, config.model_dir,
+                            mesh=mesh, rules=rules, param_shardings=param_shardings,
+                            every_save=best is not None)
+    except (TaskEvalError, ValueError) as err:
+        raise TrainError(f"Evaluation during training: {err}") from None
+    if best and best.partition("/")[0] not in hook.tasks:
+        raise TrainError(f"CheckpointConfig.best_metric {best!r} must be 'TASK/METRIC' with "
+                         f"TASK one of the evaluated tasks {hook.tasks}.")
+    return hook
 
 
 def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: PyTree,

@@ -1,0 +1,71 @@
+"""``flantune eval`` and ``flantune infer``: evaluate or predict with a saved checkpoint.
+
+Writes into EVAL_OUTPUT_DIR: ``metrics.json`` and ``metrics.md`` (eval) and one
+``predictions/TASK.jsonl`` per task with inputs, targets, prediction and score (both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import jax
+
+import flantune.partitioning as partitioning
+from flantune.evaluation.evaluator import EvalConfig, Evaluator
+from flantune.evaluation.results import EvalResults
+from flantune.train.checkpoints import load_initial_params
+from flantune.train.state import ModelConfig, ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRun:
+    checkpoint_path: str
+    output_dir: str
+    eval: EvalConfig
+    model: ModelConfig
+    task_feature_lengths: dict[str, int]
+    mesh: partitioning.MeshConfig = dataclasses.field(default_factory=partitioning.MeshConfig)
+    rules: str | tuple = "data_parallel"
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step of a checkpoint path: a step directory's number, or a MODEL_DIR's
+    newest step; None for other checkpoints (e.g. Hugging Face)."""
+    path = os.path.normpath(path)
+    if re.fullmatch(r"\d+", os.path.basename(path)):
+        return int(os.path.basename(path))
+    if os.path.isdir(path):
+        steps = [int(n) for n in os.listdir(path)
+                 if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(path, n, "state"))]
+        return max(steps) if steps else None
+    return None
+
+
+def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str, str]]:
+    """Loads the checkpoint's parameters onto the mesh, evaluates (or only predicts), and writes
+    the outputs; returns the results and the paths written."""
+    rules = partitioning.axis_rules(config.rules) if isinstance(config.rules, str) \
+        else tuple(config.rules)
+    mesh = partitioning.make_mesh(config.mesh)
+    spec = ModelSpec.from_config(config.model)
+    with partitioning.activation_rules(rules, mesh):
+        shardings = partitioning.param_shardings(spec.abstract_state, mesh, rules)
+        abstract = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            spec.abstract_params(), shardings)
+        params = load_initial_params(config.checkpoint_path, abstract)
+        evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
+                              rules=rules, param_shardings=shardings)
+        results = evaluator.evaluate(params, checkpoint_step(config.checkpoint_path),
+                                     compute_metrics=not infer)
+    paths: dict[str, str] = {}
+    if jax.process_index() == 0:
+        if infer:
+            from flantune.evaluation.results import write_predictions
+
+            paths["predictions"] = write_predictions(results, config.output_dir)
+        else:
+            paths = results.write(config.output_dir)
+    return results, paths

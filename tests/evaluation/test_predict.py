@@ -1,0 +1,55 @@
+"""Predictions equal greedy decoding by repeated full forward passes over the sequences the
+feature converters build (BOS 0 first for flantune's decoder-only models)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flantune.decoding import DecodeConfig
+from flantune.evaluation.predict import Predictor, decode_config_for
+from flantune.train.state import ModelSpec
+from tests.evaluation.test_scoring import DECODER, T5
+
+PROMPTS = [np.array([5, 9, 12, 1]), np.array([3, 1]), np.array([40, 41, 42, 43, 44, 1])]
+NEW = 5
+
+
+def _greedy_reference(spec: ModelSpec, params, prompt: np.ndarray) -> list[int]:
+    model = spec.merge(params)
+    out: list[int] = []
+    for _ in range(NEW):
+        if spec.family == "enc_dec":
+            decoder_inputs = np.asarray([0, *out], np.int32)
+            logits = model(encoder_input_tokens=jnp.asarray(prompt[None]),
+                           decoder_input_tokens=jnp.asarray(decoder_inputs[None]),
+                           deterministic=True)[0, -1]
+        else:  # causal attention over [BOS 0, prompt, generated]
+            sequence = np.asarray([0, *prompt, *out], np.int32)
+            logits = model(jnp.asarray(sequence[None]), deterministic=True)[0, -1]
+        token = int(np.argmax(np.asarray(logits)))
+        out.append(token)
+        if token == 1:
+            break
+    return out[:-1] if out and out[-1] == 1 else out
+
+
+@pytest.mark.parametrize("config", [T5, DECODER], ids=["t5", "decoder"])
+def test_greedy_predictions_match_full_forward_greedy(config):
+    spec = ModelSpec.from_config(config)
+    params = spec.init_params(jax.random.key(5))
+    predictor = Predictor(spec, DecodeConfig(), {"inputs": 8, "targets": NEW}, batch_size=2)
+    got = predictor(params, PROMPTS)
+    for prompt, prediction in zip(PROMPTS, got, strict=True):
+        assert prediction.tokens.tolist() == _greedy_reference(spec, params, prompt)
+        assert np.isfinite(prediction.score)
+
+
+def test_decoder_models_get_bos_zero_unless_configured():
+    decoder, t5 = ModelSpec.from_config(DECODER), ModelSpec.from_config(T5)
+    assert decode_config_for(decoder, DecodeConfig(), 7).bos_id == 0
+    assert decode_config_for(decoder, DecodeConfig(bos_id=2), 7).bos_id == 2
+    assert decode_config_for(t5, DecodeConfig(), 7).bos_id is None
+    assert decode_config_for(t5, DecodeConfig(), 7).max_decode_length == 7
