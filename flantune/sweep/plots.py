@@ -115,8 +115,35 @@ def shares_plot(path: Path, results: list[VariantResult]) -> Path | None:
     return path
 
 
+def cluster_plot(path: Path, results: list[VariantResult]) -> Path | None:
+    """Mean metric per task cluster, one bar per variant (one panel per metric)."""
+    runs = [r for r in results if r.cluster_means]
+    if not runs:
+        return None
+    keys = sorted({k for r in runs for k in r.cluster_means})
+    metrics = sorted({k.split("/", 1)[1] for k in keys})
+    fig, panels = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.5), squeeze=False)
+    for panel, metric in zip(panels[0], metrics, strict=True):
+        clusters = sorted({k.split("/", 1)[0] for k in keys if k.endswith("/" + metric)})
+        width = 0.8 / len(runs)
+        for i, r in enumerate(runs):
+            values = [r.cluster_means.get(f"{c}/{metric}", 0.0) for c in clusters]
+            panel.bar([j + i * width for j in range(len(clusters))], values, width,
+                      label=r.name)
+        panel.set_xticks([j + 0.4 - width / 2 for j in range(len(clusters))], clusters)
+        panel.set_ylabel(f"mean {metric}")
+        panel.set_title(f"{metric} by task cluster")
+        panel.grid(alpha=0.3, axis="y")
+        panel.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_plots(sweep_dir: Path, definition: dict, results: list[VariantResult]) -> list[Path]:
     made = [metric_plot(sweep_dir / "heldout_metrics.png", definition, results),
             loss_plot(sweep_dir / "training_loss.png", results),
-            shares_plot(sweep_dir / "mixture_shares.png", results)]
+            shares_plot(sweep_dir / "mixture_shares.png", results),
+            cluster_plot(sweep_dir / "cluster_metrics.png", results)]
     return [p for p in made if p is not None]

@@ -33,6 +33,26 @@ class VariantResult:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     realized_shares: dict[str, float] = dataclasses.field(default_factory=dict)
     expected_shares: dict[str, float] = dataclasses.field(default_factory=dict)
+    cluster_means: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def task_cluster(task: str) -> str | None:
+    """The cluster label of a registered flantune task (any variant), else None."""
+    from flantune.data.tasks import flan_task_for
+
+    entry = flan_task_for(task)
+    return entry[0].cluster if entry is not None else None
+
+
+def cluster_means(metrics: dict[str, float]) -> dict[str, float]:
+    """``{"CLUSTER/METRIC": mean over the cluster's evaluated tasks}`` for labelled tasks."""
+    groups: dict[str, list[float]] = {}
+    for key, value in metrics.items():
+        task, _, metric = key.partition("/")
+        cluster = task_cluster(task)
+        if cluster is not None:
+            groups.setdefault(f"{cluster}/{metric}", []).append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
 
 
 def _seed(model_dir: Path) -> int | None:
@@ -97,6 +117,7 @@ def collect(sweep_dir: str | Path) -> tuple[dict[str, Any], list[VariantResult]]
                 result.metrics = {k: v for k, v in evaluated[result.eval_step].items()
                                   if "/" in k}
         result.realized_shares, result.expected_shares = _realized_shares(model_dir)
+        result.cluster_means = cluster_means(result.metrics)
         results.append(result)
     order = {name: i for i, name in enumerate(_variant_order(definition))}
     results.sort(key=lambda r: order.get(r.name, len(order)))
@@ -125,13 +146,15 @@ def write_csv(path: Path, definition: dict[str, Any], results: list[VariantResul
     columns = metric_columns(results)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
+        clusters = sorted({k for r in results for k in r.cluster_means})
         writer.writerow(["variant", *axes, "status", "seed", "final_train_loss", "eval_step",
-                         *columns])
+                         *columns, *(f"cluster:{c}" for c in clusters)])
         for r in results:
             final = r.losses[max(r.losses)] if r.losses else ""
             writer.writerow([r.name, *(json.dumps(r.bindings.get(a)) for a in axes), r.status,
                              r.seed, final, r.eval_step,
-                             *(r.metrics.get(c, "") for c in columns)])
+                             *(r.metrics.get(c, "") for c in columns),
+                             *(r.cluster_means.get(c, "") for c in clusters)])
 
 
 def markdown(definition: dict[str, Any], results: list[VariantResult],
@@ -155,6 +178,15 @@ def markdown(definition: dict[str, Any], results: list[VariantResult],
                  *(_fmt(r.metrics[c]) if c in r.metrics else "-" for c in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    clusters = sorted({k for r in results for k in r.cluster_means})
+    if clusters:
+        lines += ["Per-cluster means (tasks grouped by their cluster label):", "",
+                  "| variant | " + " | ".join(clusters) + " |",
+                  "|---" * (len(clusters) + 1) + "|"]
+        lines += ["| " + " | ".join([r.name, *(_fmt(r.cluster_means[c]) if c in r.cluster_means
+                                               else "-" for c in clusters)]) + " |"
+                  for r in results]
+        lines.append("")
     for plot in plots:
         lines += [f"![{Path(plot).stem}]({Path(plot).name})", ""]
     return "\n".join(lines)

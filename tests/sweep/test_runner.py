@@ -115,3 +115,12 @@ def test_cli_needs_an_axis_and_a_directory(tmp_path, capsys):
     assert cli.main(["sweep", "--gin_file=gin_configs/runs/demo.gin",
                      f"--sweep_dir={tmp_path}"]) == 2
     assert "at least one axis" in capsys.readouterr().err
+
+
+def test_cluster_means_group_tasks_by_their_cluster_label():
+    import tasks  # noqa: F401  (registers the demo tasks and their clusters)
+    from flantune.sweep.report import cluster_means
+
+    means = cluster_means({"rg_gcd_zsnoopt/rg_score": 10.0, "rg_lcm_zsnoopt/rg_score": 30.0,
+                           "rg_syllogism_zsopt/rg_score": 50.0, "not_a_task/rg_score": 1.0})
+    assert means == {"logic/rg_score": 50.0, "number_theory/rg_score": 20.0}
