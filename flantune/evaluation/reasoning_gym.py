@@ -45,13 +45,17 @@ def record_target_postprocessor(chain_of_thought: bool = False) -> Callable[...,
 
 
 def reasoning_gym_score(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Mean of the generator's ``score_answer`` (0 to 1 per item) times 100."""
+    """Mean of the generator's ``score_answer`` (0 to 1 per item) times 100.
+
+    Some generators' scorers raise on answers they cannot parse (e.g. prime_factorization on
+    free text); such a prediction scores 0 and is counted in ``rg_unscorable`` (percent of
+    predictions), reported only when there are any."""
     if len(targets) != len(predictions):
         raise ValueError(f"reasoning_gym_score: {len(targets)} targets but {len(predictions)} "
                          "predictions.")
     if not targets:
         return {"rg_score": 0.0}
-    total = 0.0
+    total, unscorable = 0.0, 0
     for i, (target, prediction) in enumerate(zip(targets, predictions, strict=True)):
         record = getattr(target, "record", None)
         scorer = getattr(target, "scorer", None)
@@ -60,5 +64,11 @@ def reasoning_gym_score(targets: Sequence[str], predictions: Sequence[str]) -> d
                 f"reasoning_gym_score: target {i} carries no reasoning-gym record; the task's "
                 "postprocess_fn must be record_target_postprocessor() and the examples must "
                 "come from flantune's evaluation (flantune.evaluation), which passes records.")
-        total += float(scorer(str(prediction), record))
-    return {"rg_score": 100.0 * total / len(targets)}
+        try:
+            total += float(scorer(str(prediction), record))
+        except Exception:  # noqa: BLE001 - the generator cannot parse this answer: wrong
+            unscorable += 1
+    scores = {"rg_score": 100.0 * total / len(targets)}
+    if unscorable:
+        scores["rg_unscorable"] = 100.0 * unscorable / len(targets)
+    return scores

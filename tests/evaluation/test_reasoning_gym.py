@@ -32,6 +32,13 @@ def test_correct_answers_score_100_and_wrong_ones_less():
     assert exact_match(targets, answers) == {"exact_match": 100.0}
 
 
+def test_answers_the_scorer_cannot_parse_score_zero_and_are_counted():
+    examples, targets = _targets_and_answers("rg_prime_factorization_zsnoopt", 2)
+    answers = [examples[0].record["answer"], "4.0' trip {192}{2 kinds"]
+    assert reasoning_gym_score(targets, answers) == {"rg_score": pytest.approx(50.0),
+                                                     "rg_unscorable": pytest.approx(50.0)}
+
+
 def test_chain_of_thought_outputs_are_scored_on_their_final_answer():
     examples = load_examples("rg_lcm_zsnoopt", "validation", 3)
     postprocess = record_target_postprocessor(chain_of_thought=True)

@@ -101,6 +101,10 @@ def test_cli_demo_config_trains_and_writes_its_config(tmp_path, capsys):
     assert (tmp_path / "config.gin").read_text().count("MIXTURE_OR_TASK_NAME = 'demo'") == 1
     assert "T5Config.vocab_size = 8000" in (tmp_path / "operative_config.gin").read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["4"]
+    held_out = json.loads((tmp_path / "eval" / "step_4" / "metrics.json").read_text())["tasks"]
+    assert sorted(held_out) == ["rg_fraction_simplification_zsnoopt", "rg_lcm_zsnoopt",
+                                "rg_number_sorting_zsnoopt", "rg_prime_factorization_zsnoopt"]
+    assert all("rg_score" in t["metrics"] and not t["errors"] for t in held_out.values())
 
 
 @pytest.mark.slow
