@@ -37,7 +37,7 @@ def beam_decode(model: nnx.Module, inputs: jax.Array,
     length-penalised score [b]."""
     beams, length, alpha = config.num_beams, config.max_decode_length, config.length_penalty
     logits, cache, first_slot = model_steps.start(model, inputs, length, config.pad_id,
-                                                     config.bos_id)
+                                                     config.bos_id, config.prefix_lm)
     step = model_steps.stepper(model)
     batch, vocab = logits.shape
     if 2 * beams > beams * vocab:

@@ -19,6 +19,14 @@ class DecodeConfig:
     means argmax) or "beam". `length_penalty` is the GNMT / t5x alpha: a finished beam of `n`
     generated tokens (EOS included) scores `log p / ((5 + n) / 6) ** alpha`; Hugging Face
     divides by `n ** length_penalty` instead, so the two agree only at 0.
+
+    Decoder-only models: `bos_id` is a token put before every prompt at position 0. flantune's
+    `DecoderFeatureConverter` trains with `decoder_input_tokens` starting with BOS id 0 (equal to
+    the pad id, so it cannot be part of a left-padded prompt): decode flantune-trained decoders
+    with `bos_id=0`; None decodes the prompts as given, as Hugging Face does. `prefix_lm`: the
+    prompt attends to itself bidirectionally, as in training with SeqIO's PrefixLM features
+    (`decoder_causal_attention`, which flantune's converter produces whenever there are inputs);
+    False is causal, as Hugging Face decodes. `flantune.evaluation` sets both for decoders.
     """
 
     max_decode_length: int = 128
@@ -31,6 +39,7 @@ class DecodeConfig:
     eos_id: int = 1
     pad_id: int = 0
     bos_id: int | None = None
+    prefix_lm: bool = False
 
     def __post_init__(self) -> None:
         def fail(field: str, rule: str) -> None:

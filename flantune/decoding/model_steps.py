@@ -47,10 +47,12 @@ def check_batch(model: nnx.Module, batch: Mapping[str, np.ndarray | jax.Array],
 
 
 def start(model: nnx.Module, inputs: jax.Array, max_decode_length: int,
-          pad_id: int, bos_id: int | None = None) -> tuple[jax.Array, Cache, int]:
+          pad_id: int, bos_id: int | None = None, prefix_lm: bool = False
+          ) -> tuple[jax.Array, Cache, int]:
     """Logits [b, vocab] of the first new token, the cache, and the cache slot the first new
     token will occupy (new token i goes to that slot + i). Decoder-only prompts get `bos_id`
-    (if not None) before their first token."""
+    (if not None) before their first token and, with `prefix_lm`, attend to themselves
+    bidirectionally."""
     if isinstance(model, EncoderDecoder):
         encoded = model.encode(inputs)
         cache = model.init_decode_cache(encoded, inputs, max_decode_length + 1)
@@ -64,7 +66,8 @@ def start(model: nnx.Module, inputs: jax.Array, max_decode_length: int,
         inputs = inputs.at[jnp.arange(batch), first_slot].set(bos_id)
         prompt_length += 1
     cache = model.init_decode_cache(batch, prompt_length + max_decode_length, first_slot)
-    logits, cache = model.decode_step(inputs, cache, jnp.int32(0))
+    logits, cache = model.decode_step(inputs, cache, jnp.int32(0),
+                                      prefix_length=prompt_length if prefix_lm else None)
     return logits[:, -1], cache, prompt_length
 
 

@@ -17,7 +17,7 @@ def sample_decode(model: nnx.Module, inputs: jax.Array, config: DecodeConfig,
     """Tokens [b, max_decode_length] (pad after EOS) and summed log-probabilities [b]."""
     length = config.max_decode_length
     logits, cache, first_slot = model_steps.start(model, inputs, length, config.pad_id,
-                                                     config.bos_id)
+                                                     config.bos_id, config.prefix_lm)
     step = model_steps.stepper(model)
     batch = inputs.shape[0]
     init = {

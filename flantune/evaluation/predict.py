@@ -28,11 +28,14 @@ class Prediction:
 
 def decode_config_for(spec: ModelSpec, config: DecodeConfig, targets_length: int
                       ) -> DecodeConfig:
-    """``config`` with the decode length of the targets feature and, for decoder-only models
-    trained on flantune's converter (BOS 0 before each sequence), that BOS before prompts."""
+    """``config`` with the decode length of the targets feature and, for decoder-only models,
+    the sequences flantune's PrefixLM features train on: BOS 0 before each prompt (unless
+    ``bos_id`` is set) and bidirectional attention over the prompt."""
     updates: dict[str, Any] = {"max_decode_length": targets_length}
-    if spec.family == "decoder" and config.bos_id is None:
-        updates["bos_id"] = 0
+    if spec.family == "decoder":
+        updates["prefix_lm"] = True
+        if config.bos_id is None:
+            updates["bos_id"] = 0
     return dataclasses.replace(config, **updates)
 
 

@@ -144,18 +144,24 @@ class DecoderOnly(nnx.Module):
                 "first_slot": jnp.asarray(first_slot, jnp.int32)}
 
     def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
-                    index: jax.Array) -> tuple[jax.Array, dict]:
+                    index: jax.Array, prefix_length: int | None = None
+                    ) -> tuple[jax.Array, dict]:
         """Logits [b, q, vocab] of tokens [b, q] at cache slots index..index+q-1 (a whole
         left-padded prompt at index 0, then one token per step), attending causally to every
-        earlier real slot within the sliding window; returns them and the updated cache."""
+        earlier real slot within the sliding window; returns them and the updated cache.
+        With `prefix_length`, slots before it also attend to each other bidirectionally (the
+        PrefixLM mask `decoder_causal_attention` gives the prompt in training)."""
         config = self.config
         num_slots = cache_slots(cache)
         first_slot = cache["first_slot"]
         query_slots = jnp.asarray(index, jnp.int32) + jnp.arange(
             decoder_input_tokens.shape[1], dtype=jnp.int32)
         key_slots = jnp.arange(num_slots, dtype=jnp.int32)
-        mask = ((key_slots[None, None, :] <= query_slots[None, :, None])
-                & (key_slots[None, None, :] >= first_slot[:, None, None]))
+        allowed = key_slots[None, :] <= query_slots[:, None]
+        if prefix_length is not None:
+            allowed = allowed | ((key_slots[None, :] < prefix_length)
+                                 & (query_slots[:, None] < prefix_length))
+        mask = allowed[None] & (key_slots[None, None, :] >= first_slot[:, None, None])
         if config.sliding_window is not None:
             mask = mask & ((query_slots[:, None] - key_slots[None, :])
                            < config.sliding_window)[None]

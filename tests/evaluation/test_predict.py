@@ -1,7 +1,10 @@
 """Predictions equal greedy decoding by repeated full forward passes over the sequences the
-feature converters build (BOS 0 first for flantune's decoder-only models)."""
+feature converters build (for decoder-only models: BOS 0 first, the prompt attended
+bidirectionally as PrefixLM training sees it)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -17,39 +20,50 @@ PROMPTS = [np.array([5, 9, 12, 1]), np.array([3, 1]), np.array([40, 41, 42, 43, 
 NEW = 5
 
 
-def _greedy_reference(spec: ModelSpec, params, prompt: np.ndarray) -> list[int]:
+def _greedy_reference(spec: ModelSpec, params, prompt: np.ndarray) -> tuple[list[int], float]:
+    """Greedy tokens (before EOS) and their summed log-probability (EOS included)."""
     model = spec.merge(params)
     out: list[int] = []
+    total = 0.0
     for _ in range(NEW):
         if spec.family == "enc_dec":
             decoder_inputs = np.asarray([0, *out], np.int32)
             logits = model(encoder_input_tokens=jnp.asarray(prompt[None]),
                            decoder_input_tokens=jnp.asarray(decoder_inputs[None]),
                            deterministic=True)[0, -1]
-        else:  # causal attention over [BOS 0, prompt, generated]
+        else:  # [BOS 0, prompt, generated], the prompt bidirectional (PrefixLM features)
             sequence = np.asarray([0, *prompt, *out], np.int32)
-            logits = model(jnp.asarray(sequence[None]), deterministic=True)[0, -1]
-        token = int(np.argmax(np.asarray(logits)))
+            prefix = (np.arange(sequence.size) <= prompt.size).astype(np.int32)
+            logits = model(jnp.asarray(sequence[None]),
+                           decoder_causal_attention=jnp.asarray(prefix[None]),
+                           deterministic=True)[0, -1]
+        logits = np.asarray(logits, np.float64)
+        token = int(np.argmax(logits))
+        total += float(logits[token] - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
         out.append(token)
         if token == 1:
             break
-    return out[:-1] if out and out[-1] == 1 else out
+    return (out[:-1] if out and out[-1] == 1 else out), total
 
 
-@pytest.mark.parametrize("config", [T5, DECODER], ids=["t5", "decoder"])
+@pytest.mark.parametrize("config", [T5, dataclasses.replace(DECODER, num_layers=2)],
+                         ids=["t5", "decoder"])
 def test_greedy_predictions_match_full_forward_greedy(config):
     spec = ModelSpec.from_config(config)
     params = spec.init_params(jax.random.key(5))
     predictor = Predictor(spec, DecodeConfig(), {"inputs": 8, "targets": NEW}, batch_size=2)
     got = predictor(params, PROMPTS)
     for prompt, prediction in zip(PROMPTS, got, strict=True):
-        assert prediction.tokens.tolist() == _greedy_reference(spec, params, prompt)
-        assert np.isfinite(prediction.score)
+        tokens, score = _greedy_reference(spec, params, prompt)
+        assert prediction.tokens.tolist() == tokens
+        assert prediction.score == pytest.approx(score, abs=1e-4)
 
 
 def test_decoder_models_get_bos_zero_unless_configured():
     decoder, t5 = ModelSpec.from_config(DECODER), ModelSpec.from_config(T5)
     assert decode_config_for(decoder, DecodeConfig(), 7).bos_id == 0
+    assert decode_config_for(decoder, DecodeConfig(), 7).prefix_lm
+    assert not decode_config_for(t5, DecodeConfig(), 7).prefix_lm
     assert decode_config_for(decoder, DecodeConfig(bos_id=2), 7).bos_id == 2
     assert decode_config_for(t5, DecodeConfig(), 7).bos_id is None
     assert decode_config_for(t5, DecodeConfig(), 7).max_decode_length == 7
