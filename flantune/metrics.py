@@ -7,6 +7,9 @@ is_target=False)``.
 
 from __future__ import annotations
 
+import collections
+import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,3 +40,124 @@ def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str,
     hits = sum(normalize_answer(t) == normalize_answer(p) for t, p in zip(targets, predictions,
                                                                           strict=True))
     return {"exact_match": 100.0 * hits / len(targets)}
+
+
+def _check_lengths(name: str, targets: Sequence[Any], predictions: Sequence[Any]) -> None:
+    if len(targets) != len(predictions):
+        raise ValueError(f"{name}: {len(targets)} targets but {len(predictions)} predictions.")
+
+
+def _references(target: Any) -> list[str]:
+    """A target as a list of reference strings (SQuAD-style tasks give several)."""
+    if isinstance(target, str | bytes):
+        return [target.decode("utf-8") if isinstance(target, bytes) else target]
+    return [str(t) for t in target]
+
+
+def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+    """Percentage of predictions exactly equal to their target (after postprocessing; use it
+    for class labels and rank-classified options)."""
+    _check_lengths("accuracy", targets, predictions)
+    if not targets:
+        return {"accuracy": 0.0}
+    hits = sum(t == p for t, p in zip(targets, predictions, strict=True))
+    return {"accuracy": 100.0 * hits / len(targets)}
+
+
+def macro_f1(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+    """F1 per class label (the labels seen in targets), averaged; times 100. Written here
+    because scikit-learn, which has it, is not a dependency."""
+    _check_lengths("macro_f1", targets, predictions)
+    labels = sorted({str(t) for t in targets})
+    if not labels:
+        return {"macro_f1": 0.0}
+    scores = []
+    for label in labels:
+        tp = sum(str(t) == label and str(p) == label for t, p in zip(targets, predictions,
+                                                                      strict=True))
+        fp = sum(str(t) != label and str(p) == label for t, p in zip(targets, predictions,
+                                                                      strict=True))
+        fn = sum(str(t) == label and str(p) != label for t, p in zip(targets, predictions,
+                                                                      strict=True))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"macro_f1": 100.0 * sum(scores) / len(scores)}
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in str(text).lower() if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _token_f1(reference: str, prediction: str) -> float:
+    ref, pred = squad_normalize(reference).split(), squad_normalize(prediction).split()
+    common = collections.Counter(ref) & collections.Counter(pred)
+    overlap = sum(common.values())
+    if not ref or not pred:
+        return float(ref == pred)
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred), overlap / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+    """SQuAD v1.1 exact match and token F1 (best over each example's reference answers),
+    times 100. A target may be one answer or a list of them."""
+    _check_lengths("squad", targets, predictions)
+    if not targets:
+        return {"em": 0.0, "f1": 0.0}
+    em = f1 = 0.0
+    for target, prediction in zip(targets, predictions, strict=True):
+        references = _references(target)
+        em += max(float(squad_normalize(r) == squad_normalize(prediction)) for r in references)
+        f1 += max(_token_f1(r, prediction) for r in references)
+    return {"em": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences_per_line(text: str) -> str:
+    """ROUGE-Lsum treats lines as sentences; split after sentence-final punctuation (a rule
+    instead of nltk's punkt, whose data would have to be downloaded)."""
+    return "\n".join(s for s in _SENTENCE_END.split(str(text).strip()) if s)
+
+
+def rouge(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-Lsum F-measures (rouge-score, Porter stemming), averaged
+    over examples, times 100; with several references the best one counts."""
+    from rouge_score import rouge_scorer
+
+    _check_lengths("rouge", targets, predictions)
+    types = ("rouge1", "rouge2", "rougeLsum")
+    if not targets:
+        return dict.fromkeys(types, 0.0)
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
+    totals = dict.fromkeys(types, 0.0)
+    for target, prediction in zip(targets, predictions, strict=True):
+        candidate = _sentences_per_line(prediction)
+        scores = [scorer.score(_sentences_per_line(r), candidate) for r in _references(target)]
+        for kind in types:
+            totals[kind] += max(s[kind].fmeasure for s in scores)
+    return {k: 100.0 * v / len(targets) for k, v in totals.items()}
+
+
+def bleu(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU with sacrebleu's defaults (13a tokenization, exponential smoothing), as
+    WMT reports it; a target may be a list of references (all targets the same count)."""
+    import sacrebleu
+
+    _check_lengths("bleu", targets, predictions)
+    if not targets:
+        return {"bleu": 0.0}
+    references = [_references(t) for t in targets]
+    counts = {len(r) for r in references}
+    if len(counts) != 1:
+        raise ValueError(f"bleu: targets have different numbers of references {sorted(counts)}; "
+                         "give every example the same number.")
+    streams = [list(stream) for stream in zip(*references, strict=True)]
+    return {"bleu": float(sacrebleu.corpus_bleu([str(p) for p in predictions], streams).score)}

@@ -1,0 +1,49 @@
+"""Metric functions against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from flantune.metrics import accuracy, bleu, exact_match, macro_f1, rouge, squad, squad_normalize
+
+
+def test_accuracy_is_exact_equality():
+    assert accuracy(["a", "b", "c"], ["a", "x", "c"]) == {"accuracy": pytest.approx(200 / 3)}
+    assert accuracy(["Yes"], ["yes"]) == {"accuracy": 0.0}  # no normalization (exact_match has)
+    assert exact_match(["Yes"], ["yes."]) == {"exact_match": 100.0}
+    with pytest.raises(ValueError, match="2 targets but 1 predictions"):
+        accuracy(["a", "b"], ["a"])
+
+
+def test_macro_f1_averages_per_label_f1():
+    # yes: tp 1, fp 0, fn 1 -> 2/3; no: tp 2, fp 1, fn 0 -> 4/5.
+    got = macro_f1(["yes", "yes", "no", "no"], ["yes", "no", "no", "no"])
+    assert got == {"macro_f1": pytest.approx(100 * (2 / 3 + 4 / 5) / 2)}
+
+
+def test_squad_takes_the_best_reference_after_normalization():
+    assert squad_normalize("The  Eiffel Tower!") == "eiffel tower"
+    got = squad([["The Eiffel Tower", "Eiffel tower"], "Paris France"],
+                ["eiffel tower!", "Paris"])
+    # Second example: precision 1, recall 1/2 -> F1 2/3.
+    assert got == {"em": pytest.approx(50.0), "f1": pytest.approx(100 * (1 + 2 / 3) / 2)}
+
+
+def test_rouge_f_measures():
+    got = rouge(["the cat sat"], ["the cat ran"])
+    # unigrams: 2 of 3 both ways; bigrams: 1 of 2; LCS "the cat": 2 of 3.
+    assert got == {"rouge1": pytest.approx(200 / 3), "rouge2": pytest.approx(50.0),
+                   "rougeLsum": pytest.approx(200 / 3)}
+    two_sentences = rouge(["A dog ran. It was fast."], ["It was fast. A dog ran."])
+    assert two_sentences["rougeLsum"] == pytest.approx(100.0)  # sentence order does not matter
+    assert two_sentences["rouge2"] < 100.0
+
+
+def test_bleu_with_one_or_several_references():
+    sentence = "the quick brown fox jumps over the lazy dog"
+    assert bleu([sentence], [sentence]) == {"bleu": pytest.approx(100.0)}
+    assert bleu([["a completely different line here", sentence]], [sentence]) == {
+        "bleu": pytest.approx(100.0)}
+    assert bleu([sentence], ["quick fox"])["bleu"] < 10.0
+    with pytest.raises(ValueError, match="different numbers of references"):
+        bleu([["a", "b"], "c"], ["a", "c"])
