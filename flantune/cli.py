@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multi-host: host:port of process 0 (else from the environment)")
     train.add_argument("--num_processes", type=int, default=None)
     train.add_argument("--process_id", type=int, default=None)
+    train.add_argument("--peer_timeout_seconds", type=float, default=60.0,
+                       help="multi-host: stop if another process sends no heartbeat this long")
     sweep = commands.add_parser(
         "sweep", help="run a grid of gin bindings, one training run per variant, and report",
         description="Ablations: every combination of the axes' values is trained in "
@@ -203,20 +205,27 @@ def run_inspect(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> None:
     import flantune.partitioning as partitioning
     from flantune import gin_config
+    from flantune.partitioning.watchdog import PeerWatchdog
     from flantune.train.loop import TrainError, summary, train, write_config
 
-    partitioning.initialize_distributed(args.coordinator_address, args.num_processes,
-                                        args.process_id)
+    multi_process = partitioning.initialize_distributed(
+        args.coordinator_address, args.num_processes, args.process_id)
     check_required_macros()
     try:
         config = gin_config.train_config()
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
     write_config(config.model_dir, "config.gin", gin.config_str())
+    watchdog = PeerWatchdog(args.peer_timeout_seconds) if multi_process else None
     try:
+        if watchdog is not None:
+            watchdog.start()
         result = train(config)
     except TrainError as err:
         raise CliError(str(err)) from None
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
     write_config(config.model_dir, "operative_config.gin", gin.operative_config_str())
     print(summary(result))
 
