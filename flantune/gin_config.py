@@ -40,7 +40,8 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  mesh: partitioning.MeshConfig | None = None, rules="data_parallel",
                  initial_checkpoint_path: str | None = None, seed: int = 0,
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
-                 progress: bool = True, eval: EvalConfig | None = None) -> TrainConfig:
+                 progress: bool = True, eval: EvalConfig | None = None,
+                 max_nonfinite_steps: int = 10) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection)."""
     return TrainConfig(
         model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
@@ -51,7 +52,7 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         mesh=mesh or partitioning.MeshConfig(), rules=rules,
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
-        eval=eval)
+        eval=eval, max_nonfinite_steps=max_nonfinite_steps)
 
 
 def _gin_model():

@@ -59,6 +59,7 @@ class TrainConfig:
     pack: bool = True
     progress: bool = True
     prefetch: int = 2  # batches prepared ahead in a background thread
+    max_nonfinite_steps: int = 10  # skipped NaN/Inf steps tolerated before the run stops
     eval: EvalConfig | None = None  # held-out evaluation during training
 
 
@@ -122,6 +123,8 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         pending: list[tuple[int, dict]] = []
         bar = ProgressBar(config.train_steps, start, enabled=is_chief and config.progress)
         stop, stopped_at = StopRequest(), None
+        nonfinite, failure = NonFiniteSteps(config.max_nonfinite_steps,
+                                            step_config.skip_nonfinite), None
         with bar, stop, Prefetcher(data, buffer_size=config.prefetch) as batches:
             for step in range(start, config.train_steps):
                 local, data_state = next(batches)
@@ -129,17 +132,22 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                 state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
                 pending.append((step + 1, metrics))
                 done = step + 1
-                if done % config.log_every_steps == 0 or done == config.train_steps:
+                stopping = stop.should_stop(done)
+                last = done == config.train_steps or stopping
+                saving = checkpointer.should_save(done) or last
+                # Metrics are fetched every log interval, and before every checkpoint so that a
+                # non-finite step is never saved.
+                if done % config.log_every_steps == 0 or saving:
                     logged = _log(pending, data.task_names, throughput, writer)
+                    pending = []
                     losses.update({s: m["loss"] for s, m in logged})
                     bar.update(done, logged[-1][1]["loss"], logged[-1][1]["tokens_per_s"])
                     if on_step is not None:
                         for s, m in logged:
                             on_step(s, m)
-                    pending = []
-                stopping = stop.should_stop(done)
-                last = done == config.train_steps or stopping
-                saving = checkpointer.should_save(done) or last
+                    failure = nonfinite.check(logged, bar.print)
+                    if failure:
+                        break
                 eval_metrics = None
                 if evaluation is not None and not stopping and evaluation.due(
                         done, last=last, saving=saving):
@@ -148,22 +156,51 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
                     checkpointer.save(done, state, data_state=data_state, force=last,
                                       metrics=eval_metrics)
                 if stopping:
-                    if pending:
-                        losses.update({s: m["loss"] for s, m in
-                                       _log(pending, data.task_names, throughput, writer)})
                     stopped_at = done
                     bar.print(f"Stopping after step {done} ({stop.signal_name or 'preemption'}): "
                               f"checkpoint saved in {config.model_dir}; run the same command to "
                               "resume.")
                     break
         checkpointer.wait_until_finished()
+        last_good = checkpointer.latest_step()
         checkpointer.close()
         writer.close()
         if evaluation is not None:
             evaluation.close()
+    if failure:
+        where = (f"the last good checkpoint is step {last_good} in {config.model_dir}"
+                 if last_good is not None else f"no checkpoint was saved in {config.model_dir}")
+        raise TrainError(f"{failure} Stopped without saving; {where}. Lower the learning rate "
+                         "or check the data, then rerun to resume from that checkpoint.")
     final = stopped_at if stopped_at is not None else max(start, config.train_steps)
     return TrainResult(final_step=final, losses=losses, model_dir=config.model_dir,
                        interrupted=stopped_at is not None)
+
+
+class NonFiniteSteps:
+    """Counts steps whose loss or gradients were NaN/Inf (``metrics["nonfinite"]``) and decides
+    when the run must stop: at the first one if updates are not skipped (the parameters are
+    corrupted), else once more than ``limit`` were skipped."""
+
+    def __init__(self, limit: int, skipped: bool):
+        self.limit, self.skipped, self.steps = limit, skipped, []
+
+    def check(self, logged: list[tuple[int, dict[str, float]]],
+              warn: Callable[[str], None]) -> str | None:
+        bad = [s for s, m in logged if m.get("nonfinite")]
+        if not bad:
+            return None
+        self.steps += bad
+        if not self.skipped:
+            return (f"Loss or gradients became NaN/Inf at step {bad[0]} and the update was "
+                    "applied (StepConfig.skip_nonfinite=False), so the parameters are corrupted.")
+        if len(self.steps) > self.limit:
+            return (f"{len(self.steps)} steps had NaN/Inf loss or gradients (steps "
+                    f"{self.steps[:10]}{' ...' if len(self.steps) > 10 else ''}), more than "
+                    f"TrainConfig.max_nonfinite_steps={self.limit}; their updates were skipped.")
+        warn(f"[yellow]step(s) {bad}: NaN/Inf loss or gradients; update skipped "
+             f"({len(self.steps)} so far, the run stops after {self.limit}).")
+        return None
 
 
 def real_tokens(batch: Mapping[str, np.ndarray]) -> int:

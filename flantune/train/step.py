@@ -35,6 +35,9 @@ class StepConfig:
     num_microbatches: int = 1
     num_tasks: int = 0  # > 0: per-task loss from ``decoder_task_ids``
     dropout: bool = False  # dropout on (uses the model config's dropout rate)
+    # A step whose loss or gradient norm is NaN/Inf leaves parameters and optimizer state as
+    # they were (the step still counts and consumes its batch); metrics["nonfinite"] flags it.
+    skip_nonfinite: bool = True
 
 
 def model_inputs(batch: Batch, family: str) -> dict[str, jax.Array]:
@@ -94,15 +97,22 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                 sums["denominator"] = jnp.asarray(config.loss.constant, jnp.float32)
         denominator = jnp.maximum(sums["denominator"], 1e-9)
         grads = jax.tree.map(lambda g: g / denominator, grads)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
+        if config.skip_nonfinite:
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            new_params = jax.tree.map(keep, new_params, params)
+            opt_state = jax.tree.map(keep, opt_state, state["opt_state"])
         metrics = {
             "loss": sums["loss"] / denominator,
             "z_loss": sums["z_loss"] / denominator,
             "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0),
             "target_tokens": sums["weight"],
             "learning_rate": schedule(state["step"]),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": grad_norm,
+            "nonfinite": jnp.logical_not(finite).astype(jnp.float32),
         }
         if "task_loss" in sums:
             metrics["task_loss_sum"] = sums["task_loss"]
