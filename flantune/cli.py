@@ -206,6 +206,7 @@ def run_train(args: argparse.Namespace) -> None:
     import flantune.partitioning as partitioning
     from flantune import gin_config
     from flantune.partitioning.watchdog import PeerWatchdog
+    from flantune.train.checkpoints import CheckpointError
     from flantune.train.loop import TrainError, summary, train, write_config
 
     multi_process = partitioning.initialize_distributed(
@@ -221,7 +222,7 @@ def run_train(args: argparse.Namespace) -> None:
         if watchdog is not None:
             watchdog.start()
         result = train(config)
-    except TrainError as err:
+    except (TrainError, CheckpointError) as err:
         raise CliError(str(err)) from None
     finally:
         if watchdog is not None:

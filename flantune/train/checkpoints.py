@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,28 @@ def _check_writable(directory: epath.Path) -> None:
         raise CheckpointError(
             f"MODEL_DIR {directory} is not writable by process {jax.process_index()} ({reason}); "
             "point MODEL_DIR at a directory this user can create and write to.") from err
+
+
+def free_bytes(directory: str | os.PathLike) -> int:
+    """Free bytes on the file system holding `directory` (local paths; remote storage such as
+    gs:// reports no limit)."""
+    path = str(directory)
+    if "://" in path:
+        return 2**62
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(directory: str | os.PathLike, state_bytes: int, copies: int = 2) -> None:
+    """Raises CheckpointError unless `directory` has room for `copies` checkpoints of
+    `state_bytes` (one being written while the previous one is kept)."""
+    need = state_bytes * copies
+    free = free_bytes(directory)
+    if free < need:
+        raise CheckpointError(
+            f"MODEL_DIR {directory} has {free / 2**30:.2f} GiB free, but checkpoints of this run "
+            f"need about {need / 2**30:.2f} GiB ({copies} x {state_bytes / 2**30:.2f} GiB of "
+            "parameters and optimizer state); free some space or point MODEL_DIR at a larger "
+            "disk before training.")
 
 
 def _preservation_policy(config: CheckpointConfig) -> ocp.checkpoint_managers.PreservationPolicy:

@@ -20,7 +20,12 @@ import flantune.partitioning as partitioning
 from flantune.data import BatchIterator, DataError
 from flantune.data.prefetch import Prefetcher
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
-from flantune.train.checkpoints import CheckpointConfig, Checkpointer, load_initial_params
+from flantune.train.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    check_free_space,
+    load_initial_params,
+)
 from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
 from flantune.train.optimizers import OptimizerConfig, make_optimizer
 from flantune.train.preemption import StopRequest
@@ -111,6 +116,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
 
     with partitioning.activation_rules(rules, mesh):
         shardings = state_shardings(spec, optimizer, mesh, rules)
+        check_free_space(config.model_dir, _state_bytes(spec, optimizer))
         state = _initial_state(config, spec, optimizer, shardings, checkpointer, data)
         start = int(jax.device_get(state["step"]))
         step_fn = jax.jit(make_train_step(spec, optimizer, schedule, step_config),
@@ -224,6 +230,14 @@ def _log(pending: list[tuple[int, dict]], task_names, throughput: Throughput,
         writer.scalars(step, scalars)
         out.append((step, scalars))
     return out
+
+
+def _state_bytes(spec: ModelSpec, optimizer) -> int:
+    """Bytes of parameters + optimizer state (what a checkpoint holds)."""
+    shapes = jax.eval_shape(lambda: (spec.abstract_params(),
+                                     optimizer.init(spec.abstract_params())))
+    return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(shapes)))
 
 
 def _training_eval(config: TrainConfig, spec: ModelSpec, mesh, rules, param_shardings):

@@ -67,6 +67,15 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
         train(_config(blocker / "run"))
 
 
+def test_full_model_dir_fails_before_training(tmp_path, monkeypatch):
+    import flantune.train.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: 1000)
+    with pytest.raises(CheckpointError, match=r"GiB free, but checkpoints of this run need"):
+        train(_config(tmp_path / "run"))
+    assert not (tmp_path / "run" / "train").exists()
+
+
 def test_model_vocabulary_too_small_is_a_clear_error(tmp_path):
     small = dataclasses.replace(MODEL, vocab_size=100)
     with pytest.raises(TrainError, match="vocab_size 100 is smaller"):
