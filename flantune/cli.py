@@ -85,9 +85,16 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         if not any(os.path.exists(os.path.join(p, path)) for p in ["", *search_paths]):
             raise CliError(f"Gin file '{path}' not found (searched: . and {list(search_paths)}).")
     try:
-        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
-    except (ValueError, KeyError, SyntaxError) as err:
-        raise CliError(f"Bad gin configuration: {err}") from None
+        gin.parse_config_files_and_bindings(list(files), [], finalize_config=False)
+    except Exception as err:  # noqa: BLE001 - gin raises many types (tokenize, lookup, syntax)
+        raise CliError(f"Bad gin configuration in {list(files)}: {type(err).__name__}: "
+                       f"{err}") from None
+    for binding in bindings:  # one at a time, so an error names its binding
+        try:
+            gin.parse_config_files_and_bindings([], [binding], finalize_config=False)
+        except Exception as err:  # noqa: BLE001
+            raise CliError(f"Bad gin binding --gin.{binding.replace(' = ', '=', 1)}: "
+                           f"{type(err).__name__}: {err}") from None
 
 
 def import_modules(modules: Sequence[str]) -> None:

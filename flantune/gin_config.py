@@ -43,16 +43,24 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  progress: bool = True, eval: EvalConfig | None = None,
                  max_nonfinite_steps: int = 10) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection)."""
+    train_steps = _as_int("TRAIN_STEPS", train_steps)
+    batch_size = _as_int("BATCH_SIZE", batch_size)
     return TrainConfig(
         model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
-        task_feature_lengths=dict(task_feature_lengths), train_steps=int(train_steps),
-        batch_size=int(batch_size), model=model or _gin_model(),
+        task_feature_lengths=dict(task_feature_lengths), train_steps=train_steps,
+        batch_size=batch_size, model=model or _gin_model(),
         optimizer=optimizer or OptimizerConfig(),
         step=step or StepConfig(), checkpoint=checkpoint or CheckpointConfig(),
         mesh=mesh or partitioning.MeshConfig(), rules=rules,
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
         eval=eval, max_nonfinite_steps=max_nonfinite_steps)
+
+
+def _as_int(macro: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{macro} must be an integer, got {value!r} (e.g. --gin.{macro}=1000).")
+    return int(value)
 
 
 def _gin_model():

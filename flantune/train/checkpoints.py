@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -35,6 +36,10 @@ PyTree = Any
 
 STATE_ITEM = "state"
 DATA_STATE_ITEM = "data_state"
+# Per-array (sum, sum of absolute values) of the saved state, checked after every restore:
+# orbax stores no checksum of array data, so flipped bytes would otherwise load silently.
+FINGERPRINT_ITEM = "fingerprint"
+FINGERPRINT_RTOL = 1e-4
 _MAX_LISTED_PROBLEMS = 8
 _log = logging.getLogger(__name__)
 
@@ -63,6 +68,8 @@ class CheckpointConfig:
     best_metric: str | None = None
     best_mode: str = "max"
     async_save: bool = True
+    # Resuming: if the latest step's files are damaged, use the newest readable earlier step.
+    fall_back_to_previous: bool = False
 
     def __post_init__(self) -> None:
         if self.save_interval_steps < 1:
@@ -222,7 +229,45 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     registry.add(STATE_ITEM, ocp.args.StandardRestore)
     registry.add(DATA_STATE_ITEM, ocp.args.JsonSave)
     registry.add(DATA_STATE_ITEM, ocp.args.JsonRestore)
+    registry.add(FINGERPRINT_ITEM, ocp.args.JsonSave)
+    registry.add(FINGERPRINT_ITEM, ocp.args.JsonRestore)
     return registry
+
+
+@jax.jit
+def _sums(tree: PyTree) -> PyTree:
+    def stats(x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
+        return jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))])
+
+    return jax.tree.map(stats, tree)
+
+
+def fingerprint(state: PyTree) -> dict[str, list[float | str]]:
+    """``{array path: [sum, sum of |x|, dtype]}`` of a (sharded, possibly multi-process) train
+    state."""
+    sums = jax.device_get(_sums(state))
+    dtypes = dict(_flat_items(jax.tree.map(lambda x: str(x.dtype), state)))
+    return {key: [float(value[0]), float(value[1]), dtypes[key]]
+            for key, value in _flat_items(sums)}
+
+
+def fingerprint_mismatches(stored: Mapping[str, Sequence[float | str]],
+                           state: PyTree) -> list[str]:
+    """The arrays of `state` whose fingerprint differs from `stored` beyond float rounding."""
+    current = fingerprint(state)
+    bad = []
+    for key, (total, magnitude, dtype) in stored.items():
+        if key not in current or current[key][2] != dtype:  # restored in another dtype
+            continue
+        now_total, now_magnitude, _ = current[key]
+        scale = max(abs(magnitude), abs(now_magnitude), 1e-30)
+        if not (np.isfinite(now_total) and np.isfinite(now_magnitude)) or (
+                abs(now_magnitude - magnitude) > FINGERPRINT_RTOL * scale
+                or abs(now_total - total) > FINGERPRINT_RTOL * scale):
+            bad.append(f"{key} (saved sum {total:.6g}, |sum| {magnitude:.6g}; read "
+                       f"{now_total:.6g}, {now_magnitude:.6g})")
+    return bad
 
 
 class Checkpointer:
@@ -286,7 +331,9 @@ class Checkpointer:
         if not (force or self.should_save(step)) or step in self._manager.all_steps():
             return False
         stored_metrics = self._checked_metrics(step, metrics)
-        items: dict[str, ocp.args.CheckpointArgs] = {STATE_ITEM: ocp.args.StandardSave(state)}
+        items: dict[str, ocp.args.CheckpointArgs] = {
+            STATE_ITEM: ocp.args.StandardSave(state),
+            FINGERPRINT_ITEM: ocp.args.JsonSave(fingerprint(state))}
         if data_state is not None:
             items[DATA_STATE_ITEM] = ocp.args.JsonSave(_all_data_states(data_state))
         try:
@@ -343,10 +390,18 @@ class Checkpointer:
         args = {STATE_ITEM: ocp.args.StandardRestore(_with_shardings(abstract_state))}
         if items[DATA_STATE_ITEM]:
             args[DATA_STATE_ITEM] = ocp.args.JsonRestore()
+        if (path / FINGERPRINT_ITEM).exists():
+            args[FINGERPRINT_ITEM] = ocp.args.JsonRestore()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**args))
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
             raise self._unreadable(step, path, err) from err
+        if FINGERPRINT_ITEM in args:
+            bad = fingerprint_mismatches(restored[FINGERPRINT_ITEM], restored[STATE_ITEM])
+            if bad:
+                raise self._unreadable(step, path, ValueError(
+                    f"{len(bad)} array(s) differ from the fingerprint saved with them, e.g. "
+                    f"{bad[0]}"))
         data_states = restored.get(DATA_STATE_ITEM) if DATA_STATE_ITEM in args else None
         return restored[STATE_ITEM], self._own_data_state(step, path, data_states)
 
@@ -380,7 +435,8 @@ class Checkpointer:
     def _unreadable(self, step: int, path: epath.Path, err: Exception
                     ) -> UnreadableCheckpointError:
         earlier = [s for s in self.all_steps() if s < step]
-        hint = (f"restore an earlier step ({earlier[-1]}, or pass fall_back=True) or delete "
+        hint = (f"restore an earlier step ({earlier[-1]}; set "
+                "flantune.CheckpointConfig.fall_back_to_previous = True to do so) or delete "
                 f"{path}" if earlier else f"delete {path} to start afresh")
         return UnreadableCheckpointError(f"checkpoint step {step} at {path} cannot be read "
                                f"({type(err).__name__}: {err}); the files may be damaged or "

@@ -270,7 +270,8 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
     latest = checkpointer.latest_step()
     if latest is not None:
         target = abstract_state(spec, optimizer, shardings, config.seed)
-        state, data_state = checkpointer.restore(latest, target)
+        state, data_state = checkpointer.restore(
+            latest, target, fall_back=config.checkpoint.fall_back_to_previous)
         if data_state is None:
             raise TrainError(f"The checkpoint at step {latest} in {config.model_dir} has no data "
                              "position for this process; cannot resume the data stream exactly.")

@@ -322,8 +322,8 @@ def test_damaged_checkpoint_names_step_and_path_and_can_fall_back(tmp_path, capl
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
         with pytest.raises(UnreadableCheckpointError,
-                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1, or pass "
-                                 r"fall_back=True\)"):
+                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1; set "
+                                 r"flantune.CheckpointConfig.fall_back_to_previous = True"):
             checkpointer.restore(None, abstract_of(state))
         restored, data_state = checkpointer.restore(None, abstract_of(state), fall_back=True)
     assert data_state == '{"step": 1}'
