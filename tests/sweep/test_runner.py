@@ -124,3 +124,21 @@ def test_cluster_means_group_tasks_by_their_cluster_label():
     means = cluster_means({"rg_gcd_zsnoopt/rg_score": 10.0, "rg_lcm_zsnoopt/rg_score": 30.0,
                            "rg_syllogism_zsopt/rg_score": 50.0, "not_a_task/rg_score": 1.0})
     assert means == {"logic/rg_score": 50.0, "number_theory/rg_score": 20.0}
+
+
+@pytest.mark.parametrize("name", ["heldout_clusters", "templates_per_task"])
+def test_shipped_sweeps_parse_and_name_their_mixtures(name):
+    import gin
+
+    import tasks  # noqa: F401
+    from flantune.sweep.grid import axes_from_mapping, variants
+
+    gin.clear_config()
+    try:
+        cli.parse_gin([f"gin_configs/sweeps/{name}.gin"], [], [])
+        grid = variants(axes_from_mapping(cli._macro("SWEEP_AXES")))
+        assert len(grid) >= 3
+        assert cli._macro("MIXTURE_OR_TASK_NAME").startswith("ablation_")
+        assert cli._macro("EVAL_MIXTURE_OR_TASK_NAME")
+    finally:
+        gin.clear_config()
