@@ -150,3 +150,32 @@ def test_sigterm_saves_and_the_same_command_resumes_bit_identically(tmp_path):
     losses = {int(k): v for k, v in first["losses"].items()} | resumed.losses
     assert sorted(losses) == list(range(1, 31))
     assert all(losses[s] == reference.losses[s] for s in losses)
+
+
+def test_interrupted_at_several_random_steps_resumes_bit_identically(tmp_path):
+    """SIGTERM (sent to this process from inside the loop) at three random steps; each resume
+    continues the same data stream and the whole loss sequence equals an uninterrupted run."""
+    import os
+    import signal
+
+    import numpy as np
+
+    steps = 20
+    reference = train(_config(tmp_path / "straight", train_steps=steps))
+    # Random steps at least 3 apart (a resumed run first logs the step after its checkpoint).
+    stops = sorted(np.random.default_rng(7).choice(np.arange(2, steps - 2, 3), 3, replace=False))
+    run_dir, losses, resumes = tmp_path / "interrupted", {}, 0
+    for stop_at in [*stops, None]:
+        def interrupt(step, metrics, stop_at=stop_at):
+            if step == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        result = train(_config(run_dir, train_steps=steps), on_step=interrupt)
+        losses.update(result.losses)
+        if stop_at is not None:
+            # The signal arrives after step stop_at was logged: the next step finishes, is saved.
+            assert result.interrupted and result.final_step == stop_at + 1
+            resumes += 1
+    assert resumes == 3
+    assert sorted(losses) == list(range(1, steps + 1))
+    assert all(losses[s] == reference.losses[s] for s in losses), (stops, losses)
