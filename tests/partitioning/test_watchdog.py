@@ -30,7 +30,7 @@ for step in range(40):
     x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")),
                                                np.ones(1, np.float32))
     float(total(x))
-    if mode == "die" and me == 1 and step == 5:
+    if mode.startswith("die") and me == int(mode[-1]) and step == 5:
         os._exit(3)  # killed: no clean shutdown
     time.sleep(0.1)
 watchdog.stop()
@@ -69,11 +69,23 @@ def _finish(processes, timeout: float) -> list[tuple[int, str, str]]:
 @pytest.mark.slow
 def test_survivor_stops_with_a_clear_message_when_a_peer_dies():
     start = time.monotonic()
-    (code0, _, err0), (code1, _, _) = _finish(_launch("die"), timeout=90)
+    (code0, _, err0), (code1, _, _) = _finish(_launch("die1"), timeout=90)
     assert code1 == 3
     assert code0 == EXIT_PEER_LOST, err0[-2000:]
     assert "process 1 of this 2-process run sent no heartbeat" in err0
     assert "restart every process" in err0
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+def test_when_the_coordinator_dies_the_others_stop_with_a_message():
+    start = time.monotonic()
+    (code0, _, _), (code1, _, err1) = _finish(_launch("die0"), timeout=90)
+    assert code0 == 3
+    assert code1 != 0
+    # Either the watchdog's message or JAX's own abort, which names the dead leader.
+    assert ("lost contact with the coordinator" in err1
+            or "leader task was preempted/died" in err1), err1[-2000:]
     assert time.monotonic() - start < 60
 
 
