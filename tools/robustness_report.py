@@ -38,7 +38,7 @@ FOOTER_ROWS = [
      "the current step finishes, a checkpoint with the data position is saved and the run exits "
      "with a message; the same command resumes, and runs interrupted at random steps give loss "
      "sequences bit-identical to an uninterrupted run",
-     "`tests/train/test_loop.py` (sigterm test)"),
+     "`tests/train/test_loop.py` (the two SIGTERM tests)"),
     ("kill -9 during a checkpoint write",
      "the restart uses the last complete checkpoint (orbax's temporary directory never counts)",
      "`tests/train/test_checkpoints.py`"),
@@ -53,7 +53,9 @@ FOOTER_ROWS = [
      "`tests/train/test_nonfinite.py`"),
     ("a process of a multi-process run dies",
      "the others stop within `--peer_timeout_seconds` (default 60) with a message naming the "
-     "dead process (exit code 75)", "`tests/partitioning/test_watchdog.py`"),
+     "dead process (exit code 75); if the coordinator (process 0) dies, JAX stops the others "
+     "within seconds with a message naming the dead leader",
+     "`tests/partitioning/test_watchdog.py`"),
     ("MODEL_DIR unwritable or without room for two checkpoints",
      "a clear error before the first step", "`tests/train/test_loop.py`"),
 ]
