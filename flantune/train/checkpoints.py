@@ -103,6 +103,13 @@ def _check_writable(directory: epath.Path) -> None:
             "point MODEL_DIR at a directory this user can create and write to.") from err
 
 
+def absolute_path(path: str | os.PathLike) -> epath.Path:
+    """`path` as orbax needs it: local paths made absolute (orbax refuses relative ones, e.g.
+    MODEL_DIR='runs/demo'), remote ones (gs://...) unchanged."""
+    text = os.fspath(path)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 def free_bytes(directory: str | os.PathLike) -> int:
     """Free bytes on the file system holding `directory` (local paths; remote storage such as
     gs:// reports no limit)."""
@@ -274,7 +281,7 @@ class Checkpointer:
     """Saves and restores the train state (and the data iterator's position) in a MODEL_DIR."""
 
     def __init__(self, directory: str | os.PathLike, config: CheckpointConfig):
-        self.directory = epath.Path(directory)
+        self.directory = absolute_path(directory)
         self.config = config
         _check_writable(self.directory)
         metric = config.best_metric
@@ -580,7 +587,7 @@ def load_initial_params(path: str | os.PathLike, abstract_params: PyTree) -> PyT
     """Parameters to fine-tune from (with a fresh optimizer), placed with `abstract_params`'
     dtypes and shardings. `path` is a flantune MODEL_DIR (its latest step), a step directory
     inside one, or a Hugging Face checkpoint directory (config.json + *.safetensors)."""
-    directory = epath.Path(path)
+    directory = absolute_path(path)
     if not directory.exists():
         raise CheckpointError(f"initial checkpoint {directory} does not exist.")
     if _is_hf_checkpoint(directory):

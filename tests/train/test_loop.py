@@ -100,8 +100,10 @@ def test_cli_unknown_gin_binding_is_named(capsys):
 
 @pytest.mark.slow
 def test_cli_demo_config_trains_and_writes_its_config(tmp_path, capsys):
+    # A relative MODEL_DIR, as `make demo` passes it (orbax itself refuses relative paths).
+    relative = os.path.relpath(tmp_path, os.getcwd())
     code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
-                     f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=4",
+                     f"--gin.MODEL_DIR='{relative}'", "--gin.TRAIN_STEPS=4",
                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",
                      "--gin.BATCH_SIZE=4", "--gin.flantune.train_config.progress=False"])
     assert code == 0, capsys.readouterr().err
