@@ -161,3 +161,68 @@ def bleu(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]
                          "give every example the same number.")
     streams = [list(stream) for stream in zip(*references, strict=True)]
     return {"bleu": float(sacrebleu.corpus_bleu([str(p) for p in predictions], streams).score)}
+
+
+# --------------------------------------------------------------------------- postprocessors
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _record_of(example: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The raw record flantune's evaluation passes in the example features, if any."""
+    if example is None:
+        return None
+    record = example.get("record")
+    return record if isinstance(record, Mapping) else None
+
+
+def _option_key(text: str) -> str:
+    """Comparison form of an option: SQuAD-normalized (case, punctuation, articles)."""
+    return squad_normalize(text)
+
+
+def option_answer(text: str | bytes, example: Mapping[str, Any] | None = None,
+                  is_target: bool = False) -> str:
+    """The answer option a generated text names, for classification and multiple choice.
+
+    The text is matched against the example's options (``example["options"]``, else the
+    record's ``options``) after :func:`squad_normalize`; a text naming an option exactly, or
+    starting with exactly one option, becomes that option's text. Anything else is returned
+    stripped (and scores as wrong). Targets are returned as they are (stripped).
+    """
+    text = _text(text).strip()
+    if is_target or example is None:
+        return text
+    options = example.get("options")
+    if not options:
+        record = _record_of(example)
+        options = record.get("options") if record is not None else None
+    if not options:
+        return text
+    options = [_text(o) for o in options]
+    key = _option_key(text)
+    exact = [o for o in options if _option_key(o) == key]
+    if exact:
+        return exact[0]
+    prefixed = [o for o in options if _option_key(o) and key.startswith(_option_key(o) + " ")]
+    return prefixed[0] if len(prefixed) == 1 else text
+
+
+def reference_answers(text: str | bytes, example: Mapping[str, Any] | None = None,
+                      is_target: bool = False) -> str | list[str]:
+    """Targets become every reference answer of the record (its ``references`` list), so
+    :func:`squad`, :func:`rouge` and :func:`bleu` can take the best; predictions are stripped.
+
+    Without a record (plain SeqIO evaluation) the target text is the only reference.
+    """
+    text = _text(text).strip()
+    if not is_target:
+        return text
+    record = _record_of(example)
+    references = record.get("references") if record is not None else None
+    if not references:
+        return text
+    out = [_text(r).strip() for r in references]
+    return out if text in out else [text, *out]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from flantune.metrics import accuracy, bleu, exact_match, macro_f1, rouge, squad, squad_normalize
+from flantune.metrics import (
+    accuracy,
+    bleu,
+    exact_match,
+    macro_f1,
+    option_answer,
+    reference_answers,
+    rouge,
+    squad,
+    squad_normalize,
+)
 
 
 def test_accuracy_is_exact_equality():
@@ -47,3 +57,28 @@ def test_bleu_with_one_or_several_references():
     assert bleu([sentence], ["quick fox"])["bleu"] < 10.0
     with pytest.raises(ValueError, match="different numbers of references"):
         bleu([["a", "b"], "c"], ["a", "c"])
+
+
+def test_option_answer_maps_generated_text_to_an_option():
+    example = {"record": {"options": ["yes", "it is not possible to tell", "no"]}}
+    assert option_answer("Yes.", example) == "yes"
+    assert option_answer("It is not possible to tell!", example) == "it is not possible to tell"
+    assert option_answer("no, because the premise says otherwise", example) == "no"
+    assert option_answer("maybe", example) == "maybe"  # no option: kept, scores as wrong
+    assert option_answer(" yes ", {"options": ["yes", "no"]}) == "yes"  # rank features
+    assert option_answer(" Yes ", example, is_target=True) == "Yes"
+    assert option_answer(b"no", None) == "no"
+    targets = [option_answer(t, example, is_target=True) for t in ("yes", "no")]
+    predictions = [option_answer(p, example) for p in ("YES", "Maybe not")]
+    assert accuracy(targets, predictions) == {"accuracy": 50.0}
+
+
+def test_reference_answers_give_every_reference_to_the_metric():
+    example = {"record": {"references": ["Paris", "Paris, France"]}}
+    target = reference_answers("Paris", example, is_target=True)
+    assert target == ["Paris", "Paris, France"]
+    assert reference_answers("City of Paris", example, is_target=True) == [
+        "City of Paris", "Paris", "Paris, France"]
+    assert reference_answers("Paris ", None, is_target=True) == "Paris"
+    assert reference_answers(" paris france ", example) == "paris france"
+    assert squad([target], ["paris france"]) == {"em": 100.0, "f1": 100.0}
