@@ -189,8 +189,8 @@ def option_answer(text: str | bytes, example: Mapping[str, Any] | None = None,
 
     The text is matched against the example's options (``example["options"]``, else the
     record's ``options``) after :func:`squad_normalize`; a text naming an option exactly, or
-    starting with exactly one option, becomes that option's text. Anything else is returned
-    stripped (and scores as wrong). Targets are returned as they are (stripped).
+    starting with exactly one option, becomes that option's text (stripped, as targets are).
+    Anything else is returned stripped (and scores as wrong). Targets are returned stripped.
     """
     text = _text(text).strip()
     if is_target or example is None:
@@ -201,7 +201,7 @@ def option_answer(text: str | bytes, example: Mapping[str, Any] | None = None,
         options = record.get("options") if record is not None else None
     if not options:
         return text
-    options = [_text(o) for o in options]
+    options = [_text(o).strip() for o in options]
     key = _option_key(text)
     exact = [o for o in options if _option_key(o) == key]
     if exact:

@@ -66,6 +66,7 @@ def test_option_answer_maps_generated_text_to_an_option():
     assert option_answer("no, because the premise says otherwise", example) == "no"
     assert option_answer("maybe", example) == "maybe"  # no option: kept, scores as wrong
     assert option_answer(" yes ", {"options": ["yes", "no"]}) == "yes"  # rank features
+    assert option_answer("no", {"options": ["yes ", "no  "]}) == "no"  # stripped like targets
     assert option_answer(" Yes ", example, is_target=True) == "Yes"
     assert option_answer(b"no", None) == "no"
     targets = [option_answer(t, example, is_target=True) for t in ("yes", "no")]
