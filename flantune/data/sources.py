@@ -589,12 +589,23 @@ class TfdsSource(RecordSource):
     def _not_prepared_message(self, builder: Any) -> str:
         data_dir_flag = f" --data_dir={self.data_dir}" if self.data_dir else ""
         data_dir_arg = f", data_dir={self.data_dir!r}" if self.data_dir else ""
+        where = ("the data_dir given" if self.data_dir else
+                 "$TFDS_DATA_DIR, default ~/tensorflow_datasets")
+        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+        manual_step = ""
+        if manual:
+            manual_step = (" It needs files you download by hand first, then pass "
+                           "--manual_dir=DIR to the command; TFDS says: "
+                           + " ".join(str(manual).split()))
+            data_dir_flag += " --manual_dir=DIR"
         return (f"TFDS dataset '{self.name}' is not prepared locally (looked in "
-                f"{builder.data_dir}). Prepare it once, with network access, by running "
-                f"`tfds build {self.name}{data_dir_flag} "
-                f"--file_format=array_record` or, in python, `tfds.builder({self.name!r}"
-                f"{data_dir_arg}).download_and_prepare(file_format='array_record')`; "
-                "array_record gives random access.")
+                f"{builder.data_dir}, under {where}). Prepare it once, with network access, "
+                f"by running `tfds build {self.name}{data_dir_flag} "
+                f"--file_format=array_record` (or `python -m tensorflow_datasets.scripts."
+                f"download_and_prepare --datasets={self.name}{data_dir_flag}`, or in python "
+                f"`tfds.builder({self.name!r}{data_dir_arg}).download_and_prepare("
+                "file_format='array_record')`); array_record gives random access."
+                + manual_step)
 
     def __len__(self) -> int:
         return self._length

@@ -115,7 +115,10 @@ def tfds_records(dataset: TfdsDataset, task: str) -> Callable[[str], RecordSourc
     ``flantune inspect --library`` can tell whether the data is prepared."""
 
     def records(split: str) -> RecordSource:
-        source = TfdsSource(dataset.name, dataset.tfds_split(split))
+        try:
+            source = TfdsSource(dataset.name, dataset.tfds_split(split))
+        except DataError as err:
+            raise type(err)(f"task '{task}': {err}") from None
         if dataset.labeled_only:
             return LabeledOnly(source, dataset.label_field, f"task '{task}' ({dataset.name})")
         return source
