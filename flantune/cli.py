@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--rendered", type=int, default=3, help="examples to print")
     inspect.add_argument("--task_feature_lengths", type=_feature_lengths, default=None,
                          help="e.g. inputs=512,targets=128 (default: gin TASK_FEATURE_LENGTHS)")
+    inspect.add_argument("--library", action="store_true",
+                         help="list the task library instead: every task with its cluster, "
+                              "source, templates, metrics and whether its data is present "
+                              f"(imports {LIBRARY_MODULE})")
+    inspect.add_argument("--cluster", default=None, help="with --library: only this cluster")
     _common_arguments(inspect)
 
     train = commands.add_parser(
@@ -194,10 +199,29 @@ def _macro(name: str, default=None):
     return value
 
 
+# The module registering flantune's task library (FLAN datasets from TFDS).
+LIBRARY_MODULE = "tasks.flan"
+
+
+def run_inspect_library(args: argparse.Namespace) -> None:
+    from flantune.data.tasks import registered_flan_tasks
+    from flantune.inspect_view import library_rows, print_library
+
+    import_modules([LIBRARY_MODULE])
+    rows = library_rows(args.cluster)
+    if not rows:
+        clusters = sorted({t.cluster or "-" for t in registered_flan_tasks()})
+        raise CliError(f"No task in cluster '{args.cluster}'; the clusters are {clusters}.")
+    print_library(rows)
+
+
 def run_inspect(args: argparse.Namespace) -> None:
     from flantune.data.report import mixture_report
     from flantune.inspect_view import print_report
 
+    if args.library:
+        run_inspect_library(args)
+        return
     name = args.name or _macro("MIXTURE_OR_TASK_NAME")
     if not name:
         raise CliError("Name a task or mixture: flantune inspect NAME (or bind "

@@ -1,11 +1,15 @@
-"""Prints a :class:`~flantune.data.report.MixtureReport` as rich tables."""
+"""Prints a :class:`~flantune.data.report.MixtureReport` as rich tables, and the task library
+(every registered flantune task with its cluster, templates, metrics and data)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from rich.console import Console
 from rich.table import Table
 
 from flantune.data.report import MixtureReport
+from flantune.data.tasks import registered_flan_tasks
 
 
 def _lengths(triple: tuple[int, int, int]) -> str:
@@ -48,3 +52,64 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
         console.print(example["inputs"], markup=False, highlight=False)
         console.print("[bold]targets:[/bold]", markup=True)
         console.print(example["targets"], markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------- the task library
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryRow:
+    """One registered flantune task as ``flantune inspect --library`` lists it."""
+
+    task: str
+    cluster: str
+    source: str
+    templates: int
+    variants: tuple[str, ...]
+    metrics: tuple[str, ...]
+    data: str  # "yes", "no" (TFDS dataset not prepared) or "-" (not a TFDS source)
+
+
+def _tfds_prepared(name: str) -> str:
+    """Whether TFDS finds ``name`` prepared where it looks ($TFDS_DATA_DIR); reads no data."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return "yes" if tfds.builder(name).is_prepared() else "no"
+    except Exception as err:  # noqa: BLE001 - shown in the table instead of failing the listing
+        return f"unknown ({type(err).__name__})"
+
+
+def library_rows(cluster: str | None = None) -> list[LibraryRow]:
+    """Every registered flantune task (of ``cluster``), sorted by cluster and name."""
+    rows = []
+    for flan_task in registered_flan_tasks():
+        if cluster is not None and flan_task.cluster != cluster:
+            continue
+        tfds_name = getattr(flan_task.source_fn, "tfds_name", None)
+        rows.append(LibraryRow(
+            task=flan_task.name, cluster=flan_task.cluster or "-",
+            source=f"tfds:{tfds_name}" if tfds_name else flan_task.source_fn.__qualname__,
+            templates=len(flan_task.templates),
+            variants=tuple(v.suffix for v in flan_task.variants),
+            metrics=tuple(getattr(fn, "__name__", repr(fn)) for fn in flan_task.metric_fns),
+            data=_tfds_prepared(tfds_name) if tfds_name else "-"))
+    return sorted(rows, key=lambda r: (r.cluster, r.task))
+
+
+def print_library(rows: list[LibraryRow], console: Console | None = None) -> None:
+    console = console or Console(width=max(Console().width, 170))
+    table = Table(header_style="bold")
+    for column in ("task", "cluster", "source", "templates", "variants", "metrics", "data"):
+        table.add_column(column, no_wrap=column != "metrics",
+                         justify="right" if column == "templates" else "left")
+    for row in rows:
+        table.add_row(row.task, row.cluster, row.source, str(row.templates),
+                      ",".join(row.variants), ", ".join(row.metrics), row.data)
+    console.print(table)
+    missing = [r for r in rows if r.data == "no"]
+    clusters = sorted({r.cluster for r in rows})
+    console.print(f"{len(rows)} tasks in {len(clusters)} clusters; "
+                  f"{len(missing)} TFDS datasets not prepared locally"
+                  + (" (prepare one with `tfds build NAME`; TFDS looks in $TFDS_DATA_DIR, "
+                     "default ~/tensorflow_datasets)." if missing else "."))

@@ -50,3 +50,28 @@ def test_the_message_names_the_data_dir_and_a_manual_step(tmp_path):
     assert f"tfds build xsum:1.1.0 --data_dir={tmp_path} --manual_dir=DIR" in message
     assert "download_and_prepare --datasets=xsum:1.1.0" in message
     assert "xsum-extracts-from-downloads.tar.gz" in message  # TFDS's own instructions
+
+
+def test_inspect_lists_the_library_with_clusters_templates_metrics_and_data(capsys):
+    from flantune import cli
+
+    assert cli.main(["inspect", "--library", "--cluster", "nli"]) == 0
+    out = capsys.readouterr().out
+    for name in ("anli_r1", "anli_r2", "anli_r3", "rte", "cb", "snli", "mnli", "qnli", "wnli"):
+        assert f"│ {name} " in out
+    assert "tfds:super_glue/cb:1.0.2" in out and "accuracy, macro_f1" in out
+    assert "9 tasks in 1 clusters" in out and "sst2" not in out
+    assert cli.main(["inspect", "--library", "--cluster", "no_such"]) == 2
+    assert "No task in cluster 'no_such'" in capsys.readouterr().err
+
+
+def test_library_rows_tell_whether_the_data_is_present():
+    from flantune.inspect_view import library_rows
+
+    rows = {row.task: row for row in library_rows()}
+    assert rows["squad_v1"].source == "tfds:squad/v1.1:3.0.0"
+    assert rows["squad_v1"].metrics == ("squad",) and rows["squad_v1"].cluster == (
+        "reading_comprehension")
+    prepared = tfds.builder("squad/v1.1:3.0.0").is_prepared()
+    assert rows["squad_v1"].data == ("yes" if prepared else "no")
+    assert all(row.data == "-" for row in rows.values() if not row.source.startswith("tfds:"))
