@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import seqio
 import tensorflow_datasets as tfds
 
 import tasks.flan  # noqa: F401 - registers the library
@@ -18,6 +19,7 @@ from flantune.data.sources import to_python
 from flantune.data.tasks import flan_task_for
 from flantune.data.templates import render
 from flantune.data.variants import Variant
+from flantune.evaluation.examples import load_examples
 from flantune.metrics import accuracy, bleu, macro_f1, rouge, squad
 from tasks.flan.common import CLUSTERS, DATASETS
 from tasks.flan.mixtures import FLAN2021_CAP, VARIANT_WEIGHTS, library_tasks
@@ -164,15 +166,16 @@ def test_task_end_to_end(name):
     assert batch["decoder_target_tokens"].shape == (2, 64)
     assert batch["encoder_segment_ids"].max() >= 1 and batch["decoder_loss_weights"].sum() > 0
     # Postprocess -> metric: the gold targets score perfectly, wrong answers do not.
+    # (The examples and features flantune's evaluation builds and hands to postprocessors.)
     post = flan_task.postprocess_fn
     targets, right, wrong = [], [], []
-    for index in range(flan_task.num_records("validation")):
-        record = flan_task.record("validation", index)
-        text = flan_task.render("validation", index, flan_task.default_variant)["targets"]
-        example = {"record": record, "options": record.get("options", [])}
-        targets.append(post(text, example=example, is_target=True))
-        right.append(post(text, example=example))
-        wrong.append(post(_wrong(text, record), example=example))
+    for example in load_examples(name, "validation"):
+        features = example.features()
+        targets.append(post(example.targets, example=features, is_target=True))
+        right.append(post(example.targets, example=features))
+        wrong.append(post(_wrong(example.targets, example.record), example=features))
+        if flan_task.has_options:
+            assert list(example.options) == example.record["options"]
     for target, prediction in zip(targets, right, strict=True):
         assert prediction in ([target] if isinstance(target, str) else target)
     perfect = _metric_values(flan_task, targets, right)
@@ -182,6 +185,18 @@ def test_task_end_to_end(name):
     assert exact and all(v == pytest.approx(100.0) for v in exact.values()), perfect
     assert all(worse[k] < perfect[k] for k in exact), worse
     assert all(worse[k] <= perfect[k] for k in perfect), worse
+
+
+@pytest.mark.parametrize("name", ["rte", "squad_v1", "wmt16_de_en"])
+def test_plain_seqio_reads_library_tasks(name):
+    task = seqio.get_mixture_or_task(f"{name}_zsnoopt")
+    dataset = task.get_dataset({"inputs": 256, "targets": 64}, split="validation",
+                               shuffle=False)
+    examples = list(dataset.as_numpy_iterator())
+    assert len(examples) == RECORDS
+    vocabulary = task.output_features["targets"].vocabulary
+    assert all(e["targets"][-1] == vocabulary.eos_id for e in examples)
+    assert all(e["inputs_pretokenized"].strip() for e in examples)
 
 
 def test_metrics_are_the_ones_the_papers_report():
