@@ -1,8 +1,9 @@
-"""Reading comprehension: BoolQ, SQuAD v1.1, MultiRC, DROP.
+"""Reading comprehension: BoolQ, SQuAD v1.1 and v2.0, MultiRC, DROP, OpenBookQA.
 
 All are in TFDS (BoolQ and MultiRC from SuperGLUE, whose test splits are unlabeled; DROP's
 evaluation split is called ``dev``). SQuAD and DROP are scored by SQuAD exact match / F1
-against every reference answer; BoolQ by accuracy; MultiRC, as in FLAN, as a yes/no question
+against every reference answer (SQuAD v2.0's unanswerable questions: "unanswerable");
+BoolQ and OpenBookQA by accuracy; MultiRC, as in FLAN, as a yes/no question
 per (paragraph, question, candidate answer), by accuracy and macro F1.
 """
 
@@ -16,6 +17,7 @@ from tasks.flan.common import (
     READING_COMPREHENSION,
     TfdsDataset,
     classification,
+    label_text,
     reference_list,
     register,
 )
@@ -95,3 +97,61 @@ MULTIRC = TfdsDataset("super_glue/multirc:1.0.2", label_names=("False", "True"))
 register("multirc", MULTIRC, templates=MULTIRC_TEMPLATES, cluster=READING_COMPREHENSION,
          record_fn=classification(MULTIRC, ("no", "yes"), {"candidate": "answer"}),
          has_options=True, postprocess_fn=option_answer, metric_fns=(accuracy, macro_f1))
+
+SQUAD_V2_TEMPLATES = (
+    Template("{context}\n\nAnswer this question about the text, or say \"unanswerable\" if "
+             "the text does not tell: {question}", "{answer}", name="squad2_about"),
+    Template("Passage: {context}\n\nQuestion: {question}\n\nIf the passage has no answer, "
+             "reply \"unanswerable\".", "{answer}", name="squad2_passage"),
+    Template("Read the text and answer the question (it may be unanswerable).\n\n{context}\n\n"
+             "Q: {question}", "{answer}", name="squad2_read"),
+    Template("{question}\n\nUse only this text to answer; if it cannot be answered from it, "
+             "write unanswerable.\n{context}", "{answer}", name="squad2_only"),
+    Template("Context: {context}\nQuestion: {question}\nAnswer (or \"unanswerable\"):",
+             "{answer}", name="squad2_labelled"),
+)
+UNANSWERABLE = "unanswerable"
+
+
+def squad_v2_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Questions the passage does not answer have the answer "unanswerable"."""
+    if record["is_impossible"]:
+        record["references"] = [UNANSWERABLE]
+        record["answer"] = UNANSWERABLE
+        return record
+    return squad_record(record)
+
+
+register("squad_v2", TfdsDataset("squad/v2.0:3.0.0"), templates=SQUAD_V2_TEMPLATES,
+         cluster=READING_COMPREHENSION, record_fn=squad_v2_record,
+         postprocess_fn=reference_answers, metric_fns=(squad,))
+
+OPENBOOKQA_TEMPLATES = (
+    Template("Fact: {fact}\n\nUse the fact to answer: {stem}\n{options_}", "{answer}",
+             name="obqa_fact"),
+    Template("{fact}\n\nGiven the statement above, {stem}\n\n{options_}", "{answer}",
+             name="obqa_given"),
+    Template("Question: {stem}\nHint: {fact}\n{options_}\nAnswer:", "{answer}",
+             name="obqa_hint"),
+    Template("Knowing that \"{fact}\", answer the question.\n\n{stem}\n{options_}",
+             "{answer}", name="obqa_knowing"),
+    Template("{stem}\n\nWhich answer is right? Keep in mind that {fact}\n{options_}",
+             "{answer}", name="obqa_keep_in_mind", requires_options=True),
+)
+OPENBOOKQA = TfdsDataset("openbookqa:0.1.0", label_names=("A", "B", "C", "D"),
+                         label_field="answerKey")
+
+
+def openbookqa_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Options are choices A-D; ``fact`` is the open-book fact the question tests."""
+    question = record["question"]
+    record["stem"] = question["stem"]
+    record["fact"] = record["fact1"]
+    record["options"] = [question[f"choice_{letter}"] for letter in OPENBOOKQA.label_names]
+    record["answer"] = label_text(record, OPENBOOKQA, record["options"])
+    return record
+
+
+register("openbookqa", OPENBOOKQA, templates=OPENBOOKQA_TEMPLATES,
+         cluster=READING_COMPREHENSION, record_fn=openbookqa_record, has_options=True,
+         postprocess_fn=option_answer, metric_fns=(accuracy,))

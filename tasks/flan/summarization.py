@@ -1,4 +1,4 @@
-"""Summarization: CNN/DailyMail, XSum, Gigaword.
+"""Summarization: CNN/DailyMail, XSum, Gigaword, Multi-News, AESLC (e-mail subject lines).
 
 All are in TFDS. XSum needs a manual step before ``tfds build xsum`` (TFDS cannot download
 the BBC articles itself; see the XSum entry of the TFDS catalog). Scored by ROUGE-1/2/Lsum.
@@ -42,3 +42,18 @@ def summarization(name: str, dataset: TfdsDataset, record_fn=None):
 summarization("cnn_dailymail", TfdsDataset("cnn_dailymail:3.4.0"), cnn_record)
 summarization("xsum", TfdsDataset("xsum:1.1.0"))
 summarization("gigaword", TfdsDataset("gigaword:1.2.0"))
+summarization("multi_news", TfdsDataset("multi_news:2.1.0"))
+
+AESLC_TEMPLATES = (
+    Template("{email_body}\n\nWrite a subject line for this e-mail.", "{subject_line}",
+             name="aeslc_subject"),
+    Template("E-mail: {email_body}\n\nSubject:", "{subject_line}", name="aeslc_labelled"),
+    Template("What would be a good title for this message?\n\n{email_body}",
+             "{subject_line}", name="aeslc_title"),
+    Template("Summarize the e-mail below in a few words, as its subject.\n{email_body}",
+             "{subject_line}", name="aeslc_few_words"),
+    Template("Here is the body of an e-mail: {email_body}\nGive it a short subject.",
+             "{subject_line}", name="aeslc_short"),
+)
+register("aeslc", TfdsDataset("aeslc:1.0.0"), templates=AESLC_TEMPLATES, cluster=SUMMARIZATION,
+         postprocess_fn=reference_answers, metric_fns=(rouge,))
