@@ -75,3 +75,15 @@ def test_library_rows_tell_whether_the_data_is_present():
     prepared = tfds.builder("squad/v1.1:3.0.0").is_prepared()
     assert rows["squad_v1"].data == ("yes" if prepared else "no")
     assert all(row.data == "-" for row in rows.values() if not row.source.startswith("tfds:"))
+
+
+def test_inspecting_a_mixture_without_its_data_is_a_clear_error(capsys):
+    from flantune import cli
+
+    if tfds.builder(DATASETS["anli_r1"].name).is_prepared():
+        pytest.skip("anli/r1 is prepared on this machine")
+    code = cli.main(["inspect", "flan2021_heldout_nli", "--module_import=tasks.flan",
+                     "--examples", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "task 'anli_r1': TFDS dataset 'anli/r1:0.1.0' is not prepared" in err
