@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flantune.data.templates import extract_cot_answer
@@ -226,3 +226,21 @@ def reference_answers(text: str | bytes, example: Mapping[str, Any] | None = Non
         return text
     out = [_text(r).strip() for r in references]
     return out if text in out else [text, *out]
+
+
+def positive_f1(positive: str, name: str = "f1") -> Callable[[Sequence[Any], Sequence[Any]],
+                                                             dict[str, float]]:
+    """F1 of one class (GLUE reports it for MRPC and QQP, with the paraphrase label positive),
+    times 100, under the key ``name``."""
+
+    def metric(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+        _check_lengths(name, targets, predictions)
+        pairs = [(str(t) == positive, str(p) == positive)
+                 for t, p in zip(targets, predictions, strict=True)]
+        tp = sum(t and p for t, p in pairs)
+        fp = sum(p and not t for t, p in pairs)
+        fn = sum(t and not p for t, p in pairs)
+        return {name: 0.0 if tp == 0 else 100.0 * 2 * tp / (2 * tp + fp + fn)}
+
+    metric.__name__ = f"positive_f1_{positive}"
+    return metric

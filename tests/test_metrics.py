@@ -10,6 +10,7 @@ from flantune.metrics import (
     exact_match,
     macro_f1,
     option_answer,
+    positive_f1,
     reference_answers,
     rouge,
     squad,
@@ -83,3 +84,10 @@ def test_reference_answers_give_every_reference_to_the_metric():
     assert reference_answers("Paris ", None, is_target=True) == "Paris"
     assert reference_answers(" paris france ", example) == "paris france"
     assert squad([target], ["paris france"]) == {"em": 100.0, "f1": 100.0}
+
+
+def test_positive_f1_scores_one_class():
+    # yes: tp 1, fp 1, fn 1 -> 2 / 4.
+    f1 = positive_f1("yes")
+    assert f1(["yes", "yes", "no", "no"], ["yes", "no", "yes", "no"]) == {"f1": 50.0}
+    assert f1(["no"], ["no"]) == {"f1": 0.0}

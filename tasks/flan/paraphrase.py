@@ -1,13 +1,14 @@
 """Paraphrase detection: MRPC and QQP (GLUE), PAWS (paws_wiki, labeled_final, raw text).
 
 All are in TFDS; GLUE test splits are unlabeled, so ``validation`` is the evaluation split.
-Scored by accuracy and macro F1 over the options.
+Scored by accuracy and, as GLUE reports them, F1 of the "yes" (paraphrase) class for MRPC and
+QQP; PAWS by accuracy and macro F1.
 """
 
 from __future__ import annotations
 
 from flantune.data import Template
-from flantune.metrics import accuracy, macro_f1, option_answer
+from flantune.metrics import accuracy, macro_f1, option_answer, positive_f1
 from tasks.flan.common import PARAPHRASE, TfdsDataset, classification, register
 
 TEMPLATES = (
@@ -40,17 +41,21 @@ NO_YES = ("no", "yes")
 SENTENCES = {"first": "sentence1", "second": "sentence2"}
 
 
-def paraphrase(name: str, dataset: TfdsDataset, templates, rename):
+def paraphrase(name: str, dataset: TfdsDataset, templates, rename, metric_fns=(accuracy,
+                                                                            macro_f1)):
     return register(name, dataset, templates=templates, cluster=PARAPHRASE,
                     record_fn=classification(dataset, NO_YES, rename), has_options=True,
-                    postprocess_fn=option_answer, metric_fns=(accuracy, macro_f1))
+                    postprocess_fn=option_answer, metric_fns=metric_fns)
+
+
+GLUE_METRICS = (accuracy, positive_f1("yes"))
 
 
 paraphrase("mrpc", TfdsDataset("glue/mrpc:2.0.0", label_names=("not_equivalent",
                                                                "equivalent")),
-           TEMPLATES, SENTENCES)
+           TEMPLATES, SENTENCES, GLUE_METRICS)
 paraphrase("qqp", TfdsDataset("glue/qqp:2.0.0", label_names=("not_duplicate", "duplicate")),
-           QUESTION_TEMPLATES, {"first": "question1", "second": "question2"})
+           QUESTION_TEMPLATES, {"first": "question1", "second": "question2"}, GLUE_METRICS)
 paraphrase("paws_wiki", TfdsDataset("paws_wiki/labeled_final_raw:1.1.0",
                                     label_names=("different_meaning", "paraphrase")),
            TEMPLATES, SENTENCES)
