@@ -1,6 +1,11 @@
 """flantune: FLAN-style multi-task instruction tuning in JAX, built on SeqIO."""
 
-from flantune.data import (
+# First, before anything imports JAX: keep XLA:CPU's freed buffers mapped (flantune.host_memory).
+from flantune.host_memory import tune_malloc
+
+tune_malloc()
+
+from flantune.data import (  # noqa: E402
     FewShotConfig,
     Template,
     cot_template,

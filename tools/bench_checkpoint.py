@@ -19,6 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# Before JAX starts its threads: keep XLA:CPU's freed buffers mapped (flantune.host_memory).
+from flantune.host_memory import tune_malloc
+
+tune_malloc()
+
 import jax
 import jax.numpy as jnp
 import optax

@@ -26,6 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Before JAX starts its threads: keep XLA:CPU's freed buffers mapped (flantune.host_memory).
+from flantune.host_memory import tune_malloc
+
+tune_malloc()
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -18,6 +18,11 @@ import tempfile
 import time
 from collections.abc import Callable
 
+# Before JAX starts its threads: keep XLA:CPU's freed buffers mapped (flantune.host_memory).
+from flantune.host_memory import tune_malloc
+
+tune_malloc()
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -4,13 +4,18 @@ and the real packed data pipeline vs a synthetic batch.
 1. The same batch (Flan-T5-small shape, 8 rows of 512 -> 128 random tokens, f32) through a
    flantune train step (jit, donated state, AdamW, cross-entropy without z-loss) and a PyTorch
    ``T5ForConditionalGeneration`` step (forward with labels, backward, ``torch.optim.AdamW``),
-   each side alone in a fresh process after a warm-up step, alternating rounds.
+   each side alone in a fresh process after two warm-up steps, alternating rounds. PyTorch runs
+   twice: with glibc's default malloc (as it runs out of the box) and with the malloc settings
+   `import flantune` applies on CPU hosts (flantune.host_memory), which speed it up as well.
 2. Model FLOP/s of the flantune step (analytic matmul FLOPs: 3x the forward pass) divided by an
    f32 matmul peak measured in the same run (a large jitted ``jnp.dot``).
 3. The step time of the demo model fed by the real demo pipeline (background prefetch, packing,
    global batch assembly) over the step time with one synthetic batch already on device.
 
-    python tools/bench_train.py [--steps 3] [--rounds 2] [--skip_torch]
+    python tools/bench_train.py [--steps 3] [--rounds 2] [--skip_torch] [--compare_kernels]
+
+`--compare_kernels` also times the flantune step with the `xla` attention kernel (batched GEMMs,
+what GPUs and TPUs use) beside the CPU default (`auto` = `blocked` here).
 
 The last line is a JSON object of the headline figures.
 """
@@ -18,6 +23,7 @@ The last line is a JSON object of the headline figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -26,6 +32,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Before JAX starts its threads: keep XLA:CPU's freed buffers mapped (flantune.host_memory).
+from flantune.host_memory import tune_malloc  # noqa: E402
+
+tune_malloc()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -40,6 +51,7 @@ from flantune.train.optimizers import OptimizerConfig, ScheduleConfig, make_opti
 from flantune.train.state import ModelSpec, init_state, state_shardings  # noqa: E402
 from flantune.train.step import StepConfig, make_train_step  # noqa: E402
 
+WARMUP_STEPS = 2
 FLAN_T5_SMALL = T5Config()  # T5 v1.1 / Flan-T5 small: d 512, ff 1024, 6 heads x 64, 8+8 layers
 DEMO = T5Config(vocab_size=8000, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
                 num_encoder_layers=2, num_decoder_layers=2)
@@ -143,16 +155,17 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def worker(side: str, steps: int) -> dict[str, float]:
+def worker(side: str, steps: int, kernel: str = "auto") -> dict[str, float]:
     """Times ``steps`` train steps of one side (after a warm-up step) alone in this process;
-    the flantune side also measures the matmul peak."""
+    the flantune side (attention ``kernel``) also measures the matmul peak."""
     batch = synthetic_batch(8, 512, 128, FLAN_T5_SMALL.vocab_size)
     if side == "flantune":
-        step = FlantuneStep(FLAN_T5_SMALL)
+        step = FlantuneStep(dataclasses.replace(FLAN_T5_SMALL, attention_kernel=kernel))
         batch = step.device_batch(batch)
     else:
         step = TorchStep(FLAN_T5_SMALL)
-    step(batch)  # compile / warm up
+    for _ in range(WARMUP_STEPS):  # compile, then let the allocator reach its steady state
+        step(batch)
     times = [timed(step, batch) for _ in range(steps)]
     result = {"step_s": times}
     if side == "flantune":
@@ -160,22 +173,33 @@ def worker(side: str, steps: int) -> dict[str, float]:
     return result
 
 
-def _run_worker(side: str, steps: int) -> dict[str, float]:
-    output = subprocess.run([sys.executable, __file__, "--worker", side, "--steps", str(steps)],
-                            check=True, capture_output=True, text=True).stdout
+def _run_worker(side: str, steps: int, kernel: str = "auto", *,
+                tuned_malloc: bool = True) -> dict[str, float]:
+    env = {**os.environ, "FLANTUNE_TUNE_MALLOC": "1" if tuned_malloc else "0"}
+    output = subprocess.run([sys.executable, __file__, "--worker", side, "--steps", str(steps),
+                             "--attention_kernel", kernel],
+                            check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def compare_with_torch(steps: int, rounds: int, skip_torch: bool) -> dict[str, float]:
+def compare_with_torch(steps: int, rounds: int, skip_torch: bool,
+                       compare_kernels: bool) -> dict[str, float]:
     """Each side runs alone in a fresh process (PyTorch's OpenMP threads keep spinning after
     its ops and would slow an XLA step timed right after them), alternating for ``rounds``."""
-    ours_times, torch_times, peaks = [], [], []
+    ours_times, xla_times, torch_times, torch_tuned_times, peaks = [], [], [], [], []
     for _ in range(rounds):
         ours = _run_worker("flantune", steps)
         ours_times += ours["step_s"]
         peaks.append(ours["matmul_peak"])
+        if compare_kernels:
+            xla = _run_worker("flantune", steps, "xla")
+            xla_times += xla["step_s"]
+            peaks.append(xla["matmul_peak"])
         if not skip_torch:
-            torch_times += _run_worker("torch", steps)["step_s"]
+            # PyTorch as it runs out of the box (glibc's default malloc), and with the malloc
+            # settings flantune applies (flantune.host_memory), which help it as much.
+            torch_times += _run_worker("torch", steps, tuned_malloc=False)["step_s"]
+            torch_tuned_times += _run_worker("torch", steps)["step_s"]
     peak = max(peaks)
     tokens = 8 * (512 + 128)
     flops = t5_train_flops(FLAN_T5_SMALL, 8, 512, 128)
@@ -189,6 +213,12 @@ def compare_with_torch(steps: int, rounds: int, skip_torch: bool) -> dict[str, f
     print(f"  flantune: {ours_s:.2f} s/step (median of {len(ours_times)}), "
           f"{tokens / ours_s:,.0f} tokens/s, {flops / ours_s / 1e9:.0f} GFLOP/s = "
           f"{flops / ours_s / peak:.2f} of the peak")
+    if xla_times:
+        xla_s = float(np.median(xla_times))
+        result.update({"flantune_xla_attention_step_s": round(xla_s, 3),
+                       "blocked_over_xla_attention_speedup": round(xla_s / ours_s, 3)})
+        print(f"  flantune with the xla attention kernel: {xla_s:.2f} s/step; the default "
+              f"(blocked on this CPU) is {xla_s / ours_s:.2f}x faster")
     if torch_times:
         torch_s = float(np.median(torch_times))
         result.update({"torch_step_s": round(torch_s, 3),
@@ -197,6 +227,11 @@ def compare_with_torch(steps: int, rounds: int, skip_torch: bool) -> dict[str, f
         print(f"  PyTorch:  {torch_s:.2f} s/step (median of {len(torch_times)}), "
               f"{tokens / torch_s:,.0f} tokens/s, {flops / torch_s / peak:.2f} of the peak; "
               f"flantune / PyTorch tokens/s = {torch_s / ours_s:.2f}")
+        tuned_s = float(np.median(torch_tuned_times))
+        result.update({"torch_tuned_malloc_step_s": round(tuned_s, 3),
+                       "tokens_per_s_ratio_vs_torch_tuned_malloc": round(tuned_s / ours_s, 3)})
+        print(f"  PyTorch with flantune's malloc settings: {tuned_s:.2f} s/step; "
+              f"flantune / PyTorch tokens/s = {tuned_s / ours_s:.2f}")
     return result
 
 
@@ -228,14 +263,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating fresh-process rounds per side")
     parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument("--compare_kernels", action="store_true",
+                        help="also time flantune with the xla attention kernel")
+    parser.add_argument("--attention_kernel", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("flantune", "torch"), default=None,
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = worker(args.worker, args.steps)
+        result = worker(args.worker, args.steps, args.attention_kernel)
         print(json.dumps(result))
         return result
-    headline = compare_with_torch(args.steps, args.rounds, args.skip_torch)
+    headline = compare_with_torch(args.steps, args.rounds, args.skip_torch, args.compare_kernels)
     headline.update(pipeline_vs_synthetic(args.pipeline_steps))
     print(json.dumps(headline))
     return headline

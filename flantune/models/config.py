@@ -9,6 +9,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from flantune.models.attention import ATTENTION_KERNELS
+
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
@@ -49,9 +51,12 @@ class T5Config:
     dtype: str = "float32"
     remat: bool = False
     scan_layers: bool = False
+    # 'auto': 'blocked' on a single CPU device, else 'xla' (see flantune.models.attention).
+    attention_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("T5Config", "mlp_activation", self.mlp_activation, ACTIVATIONS)
+        _check_choice("T5Config", "attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _check_dtype("T5Config", "param_dtype", self.param_dtype)
         _check_dtype("T5Config", "dtype", self.dtype)
 
@@ -92,9 +97,13 @@ class DecoderConfig:
     dtype: str = "float32"
     remat: bool = False
     scan_layers: bool = False
+    # 'auto': 'blocked' on a single CPU device, else 'xla' (see flantune.models.attention).
+    attention_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("DecoderConfig", "mlp_activation", self.mlp_activation, ACTIVATIONS)
+        _check_choice("DecoderConfig", "attention_kernel", self.attention_kernel,
+                      ATTENTION_KERNELS)
         _check_choice("DecoderConfig", "family", self.family, ("llama", "mistral"))
         _check_dtype("DecoderConfig", "param_dtype", self.param_dtype)
         _check_dtype("DecoderConfig", "dtype", self.dtype)

@@ -10,6 +10,7 @@ from flax import nnx
 from flantune.models import masks
 from flantune.models.cache import cache_slots
 from flantune.models.config import DecoderConfig
+from flantune.models.dropout import dropout, resolve_dropout_key, split_key
 from flantune.models.layers import (
     HEAD_MAJOR_AXES,
     Attention,
@@ -19,9 +20,6 @@ from flantune.models.layers import (
     Mlp,
     RMSNorm,
     constrain,
-    dropout,
-    resolve_dropout_key,
-    split_key,
 )
 from flantune.models.positions import apply_rotary, rope_inverse_frequencies, rotary_tables
 
@@ -43,7 +41,8 @@ class DecoderOnlyLayer(nnx.Module):
         self.attention_norm = _norm(config, rngs)
         self.attention = Attention(config.emb_dim, config.num_heads, config.num_kv_heads,
                                    config.head_dim, scale_logits=True,
-                                   dropout_rate=config.dropout_rate, rngs=rngs, **_dtypes(config))
+                                   dropout_rate=config.dropout_rate,
+                                   kernel=config.attention_kernel, rngs=rngs, **_dtypes(config))
         self.mlp_norm = _norm(config, rngs)
         self.mlp = Mlp(config.emb_dim, config.mlp_dim, activation=config.mlp_activation,
                        gated=True, dropout_rate=config.dropout_rate, rngs=rngs, **_dtypes(config))

@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# Large finite negative number added to masked attention logits. Finite (not -inf) so a row with
-# every key masked (a padding query) yields a uniform softmax instead of NaN.
-MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+from flantune.models.attention import Bias, dot_product_attention
+from flantune.models.dropout import dropout
 
 HEAD_MAJOR_AXES = ("batch", "heads", "length", "kv")
 
@@ -32,6 +31,29 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "silu": jax.nn.silu,
 }
+
+
+def matmul_last(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`x` [..., in] @ `kernel` [in, out] as one 2-D GEMM over the flattened leading axes.
+
+    XLA:CPU runs the backward of a 2-D GEMM as two GEMMs reading their operands in place; for
+    the same product written as an einsum over [b, length, in] it materializes transposed
+    copies (~1.4x slower for a T5 MLP's forward and backward). GPUs and TPUs are indifferent.
+    """
+    lead = x.shape[:-1]
+    out = jnp.dot(x.reshape(-1, x.shape[-1]), kernel)
+    return out.reshape(*lead, kernel.shape[-1])
+
+
+def project_heads(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`x` [b, length, embed] times `kernel` [embed, heads, kv]: head-major [b, heads, length, kv].
+
+    One 2-D GEMM and an explicit transpose: written as one einsum, XLA:CPU materializes
+    transposed operands for the backward GEMMs instead.
+    """
+    _, heads, head_dim = kernel.shape
+    out = matmul_last(x, kernel.reshape(kernel.shape[0], heads * head_dim))
+    return out.reshape(*x.shape[:2], heads, head_dim).transpose(0, 2, 1, 3)
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
@@ -52,32 +74,6 @@ def logical_param(
             f"parameter shape {tuple(shape)} and logical axes {tuple(axes)} differ in rank")
     value = init(rngs.params(), tuple(shape), param_dtype)
     return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; the identity when `key` is None (deterministic) or `rate` is 0."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
-
-
-def resolve_dropout_key(rate: float, deterministic: bool,
-                        rng: jax.Array | None) -> jax.Array | None:
-    """The key dropout should use: None when deterministic or rate is 0, else `rng` (required)."""
-    if deterministic or rate == 0.0:
-        return None
-    if rng is None:
-        raise ValueError(f"dropout_rate={rate} with deterministic=False needs dropout_rng "
-                         "(a jax.random key); pass one or set deterministic=True.")
-    return rng
-
-
-def split_key(key: jax.Array | None, num: int) -> list[jax.Array | None]:
-    """Splits a dropout key into `num` keys, or returns `num` Nones when deterministic."""
-    if key is None:
-        return [None] * num
-    return list(jax.random.split(key, num))
 
 
 class RMSNorm(nnx.Module):
@@ -125,7 +121,8 @@ class Dense(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("...i,io->...o", x, self.kernel.get_value().astype(self.dtype))
+        kernel = self.kernel.get_value().astype(self.dtype)
+        return matmul_last(x, kernel)
 
 
 class Mlp(nnx.Module):
@@ -158,34 +155,6 @@ class Mlp(nnx.Module):
         return self.wo(hidden)
 
 
-def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
-                          *, scale: float, dropout_rate: float = 0.0,
-                          dropout_key: jax.Array | None = None) -> jax.Array:
-    """Grouped-query attention core, head-major.
-
-    query [b, heads, q, d]; key, value [b, kv_heads, k, d]; bias broadcastable to
-    [b, heads, q, k] (relative position bias and/or MASK_VALUE on masked pairs, added once per
-    forward by the caller). Heads are grouped as [kv_heads, heads // kv_heads] so keys and values
-    are never repeated in memory; the head-major layout makes both einsums plain batched GEMMs
-    without transposes. Returns [b, heads, q, d].
-    """
-    b, num_heads, q_len, head_dim = query.shape
-    num_kv_heads = key.shape[1]
-    groups = num_heads // num_kv_heads
-    if scale != 1.0:
-        query = query * jnp.asarray(scale, query.dtype)
-    query = query.reshape(b, num_kv_heads, groups, q_len, head_dim)
-    logits = jnp.einsum("bkgqd,bksd->bkgqs", query, key).astype(jnp.float32)
-    bias = bias.astype(jnp.float32)
-    # Per-head bias [B, heads, q, k] -> [B, kv_heads, groups, q, k]; a head-shared one broadcasts.
-    bias_heads = (1, 1) if bias.shape[1] == 1 else (num_kv_heads, groups)
-    bias = bias.reshape(bias.shape[0], *bias_heads, bias.shape[-2], bias.shape[-1])
-    weights = jax.nn.softmax(logits + bias, axis=-1).astype(value.dtype)
-    weights = dropout(weights, dropout_rate, dropout_key)
-    out = jnp.einsum("bkgqs,bksd->bkgqd", weights, value)
-    return out.reshape(b, num_heads, q_len, head_dim)
-
-
 def write_slots(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
     """Writes head-major `new` [b, h, q, d] into `cache` [b, h, slots, d] at slots
     index..index+q-1 (`index` a traced scalar)."""
@@ -204,7 +173,7 @@ class Attention(nnx.Module):
 
     def __init__(self, emb_dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                  scale_logits: bool, dropout_rate: float, dtype: jnp.dtype,
-                 param_dtype: jnp.dtype, rngs: nnx.Rngs):
+                 param_dtype: jnp.dtype, rngs: nnx.Rngs, kernel: str = "auto"):
         init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                                  in_axis=0, out_axis=(1, 2))
         out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
@@ -220,27 +189,30 @@ class Attention(nnx.Module):
         self.scale = head_dim ** -0.5 if scale_logits else 1.0
         self.dropout_rate = dropout_rate
         self.dtype = dtype
+        self.attention_kernel = kernel
 
     def _kernel(self, param: nnx.Param) -> jax.Array:
         return param.get_value().astype(self.dtype)
 
     def project_query(self, x: jax.Array) -> jax.Array:
         """[b, length, embed] -> head-major queries [b, heads, length, kv]."""
-        q = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.query))
-        return constrain(q, HEAD_MAJOR_AXES)
+        return constrain(project_heads(x, self._kernel(self.query)), HEAD_MAJOR_AXES)
 
     def project_key_value(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[b, length, embed] -> head-major keys and values [b, kv_heads, length, kv]."""
-        k = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.key))
-        v = jnp.einsum("ble,ehd->bhld", x, self._kernel(self.value))
+        k = project_heads(x, self._kernel(self.key))
+        v = project_heads(x, self._kernel(self.value))
         return constrain(k, HEAD_MAJOR_AXES), constrain(v, HEAD_MAJOR_AXES)
 
     def project_out(self, x: jax.Array) -> jax.Array:
         """Head-major [b, heads, length, kv] -> [b, length, embed]."""
-        return jnp.einsum("bhld,hde->ble", x, self._kernel(self.out))
+        b, heads, length, head_dim = x.shape
+        x = x.transpose(0, 2, 1, 3).reshape(b, length, heads * head_dim)
+        kernel = self._kernel(self.out)
+        return matmul_last(x, kernel.reshape(heads * head_dim, kernel.shape[-1]))
 
     def attend_cached(self, inputs: jax.Array, cache: KeyValue, index: jax.Array,
-                      bias: jax.Array, *, rotary: Rotary | None = None
+                      bias: Bias, *, rotary: Rotary | None = None
                       ) -> tuple[jax.Array, KeyValue]:
         """Self-attention of `inputs` [b, q, embed] at cache slots index..index+q-1.
 
@@ -253,18 +225,20 @@ class Attention(nnx.Module):
         if rotary is not None:
             q, k = rotary(q, k)
         cache = (write_slots(cache[0], k, index), write_slots(cache[1], v, index))
-        out = dot_product_attention(q, *cache, bias, scale=self.scale)
+        out = dot_product_attention(q, *cache, bias, scale=self.scale,
+                                    kernel=self.attention_kernel)
         return self.project_out(out), cache
 
     def attend_precomputed(self, inputs_q: jax.Array, key_value: KeyValue,
-                           bias: jax.Array) -> jax.Array:
+                           bias: Bias) -> jax.Array:
         """Attention of `inputs_q` to keys and values projected beforehand (e.g. cross-attention
         to an encoder output while decoding)."""
         q = self.project_query(inputs_q)
-        out = dot_product_attention(q, *key_value, bias, scale=self.scale)
+        out = dot_product_attention(q, *key_value, bias, scale=self.scale,
+                                    kernel=self.attention_kernel)
         return self.project_out(out)
 
-    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array, *,
+    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: Bias, *,
                  rotary: Rotary | None = None,
                  dropout_key: jax.Array | None = None) -> jax.Array:
         q = self.project_query(inputs_q)
@@ -272,7 +246,8 @@ class Attention(nnx.Module):
         if rotary is not None:
             q, k = rotary(q, k)
         out = dot_product_attention(q, k, v, bias, scale=self.scale,
-                                    dropout_rate=self.dropout_rate, dropout_key=dropout_key)
+                                    dropout_rate=self.dropout_rate, dropout_key=dropout_key,
+                                    kernel=self.attention_kernel)
         return self.project_out(out)
 
 

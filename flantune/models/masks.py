@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from flantune.models.layers import MASK_VALUE
+from flantune.models.attention import MASK_VALUE
 
 
 def _pairwise(query: jax.Array, key: jax.Array, fn) -> jax.Array:

@@ -11,6 +11,7 @@ from flax import nnx
 from flantune.models import masks
 from flantune.models.cache import cache_slots
 from flantune.models.config import T5Config
+from flantune.models.dropout import dropout, resolve_dropout_key, split_key
 from flantune.models.layers import (
     HEAD_MAJOR_AXES,
     Attention,
@@ -20,9 +21,6 @@ from flantune.models.layers import (
     Mlp,
     RMSNorm,
     constrain,
-    dropout,
-    resolve_dropout_key,
-    split_key,
 )
 from flantune.models.positions import RelativePositionBias
 
@@ -40,8 +38,8 @@ def _norm(config: T5Config, rngs: nnx.Rngs) -> RMSNorm:
 def _attention(config: T5Config, rngs: nnx.Rngs) -> Attention:
     # T5 folds the 1/sqrt(head_dim) logit scaling into the query initialisation.
     return Attention(config.emb_dim, config.num_heads, config.num_heads, config.head_dim,
-                     scale_logits=False, dropout_rate=config.dropout_rate, rngs=rngs,
-                     **_dtypes(config))
+                     scale_logits=False, dropout_rate=config.dropout_rate,
+                     kernel=config.attention_kernel, rngs=rngs, **_dtypes(config))
 
 
 def _mlp(config: T5Config, rngs: nnx.Rngs) -> Mlp:
@@ -153,7 +151,9 @@ class EncoderDecoder(nnx.Module):
             valid = encoder_input_tokens > 0
             mask = masks.padding_mask(valid, valid)
         relpos = self.encoder.relpos_bias(encoder_positions, encoder_positions, length, length)
-        bias = masks.mask_to_bias(mask, relpos)
+        # Two bias terms, summed inside attention: the position bias is shared by the batch
+        # when positions are implicit, the mask by the heads.
+        bias = (relpos, masks.mask_to_bias(mask))
         keys = split_key(dropout_key, 3)
         x = self.token_embedder(encoder_input_tokens)
         x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
@@ -177,7 +177,7 @@ class EncoderDecoder(nnx.Module):
         else:
             cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
         relpos = self.decoder.relpos_bias(decoder_positions, decoder_positions, length, length)
-        self_bias = masks.mask_to_bias(self_mask, relpos)
+        self_bias = (relpos, masks.mask_to_bias(self_mask))
         cross_bias = masks.mask_to_bias(cross_mask)
         keys = split_key(dropout_key, 3)
         x = self.token_embedder(decoder_input_tokens)

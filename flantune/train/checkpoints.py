@@ -1,13 +1,13 @@
 """Checkpoints of the train state with orbax-checkpoint.
 
-A step directory holds two items: `state` (the train state pytree: params, optimizer state, step,
-RNG; saved with `ocp.args.StandardSave`, so sharded arrays are written by the processes that own
-them) and `data_state` (the data iterator's position of every process, as one JSON mapping
-`{process_index: state_json}`). Orbax writes JSON items from the primary process only, so each
-process's position is gathered to every process before the save; on restore each process picks
-its own entry. Orbax writes each step into a temporary directory and renames it when complete, so
-an interrupted write never shows up as a step; restore checks the stored tree against the expected
-one before reading any array.
+A step directory holds three items: `state` (the train state pytree: params, optimizer state,
+step, RNG; saved with `ocp.args.StandardSave`, so sharded arrays are written by the processes
+that own them), `data_state` (the data iterator's position of every process, as one JSON mapping
+`{process_index: state_json}`) and `fingerprint` (per-array sums, checked on restore). Orbax
+writes JSON items from the primary process only, so each process's position is gathered to every
+process before the save; on restore each process picks its own entry. Orbax writes each step
+into a temporary directory and renames it when complete, so an interrupted write never shows up
+as a step; restore checks the stored tree against the expected one before reading any array.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -31,15 +30,21 @@ from jax.experimental import multihost_utils
 from flantune.models import build_model, load_hf_checkpoint, model_params
 from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
+from flantune.train.fingerprints import (
+    FingerprintSave,
+    fingerprint_mismatches,
+    flat_items,
+    path_key,
+    start_fingerprint,
+)
 
 PyTree = Any
 
 STATE_ITEM = "state"
 DATA_STATE_ITEM = "data_state"
-# Per-array (sum, sum of absolute values) of the saved state, checked after every restore:
-# orbax stores no checksum of array data, so flipped bytes would otherwise load silently.
+# Per-array (sum, sum of absolute values) of the saved state, checked after every restore
+# (flantune.train.fingerprints).
 FINGERPRINT_ITEM = "fingerprint"
-FINGERPRINT_RTOL = 1e-4
 _MAX_LISTED_PROBLEMS = 8
 _log = logging.getLogger(__name__)
 
@@ -236,45 +241,9 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     registry.add(STATE_ITEM, ocp.args.StandardRestore)
     registry.add(DATA_STATE_ITEM, ocp.args.JsonSave)
     registry.add(DATA_STATE_ITEM, ocp.args.JsonRestore)
-    registry.add(FINGERPRINT_ITEM, ocp.args.JsonSave)
+    registry.add(FINGERPRINT_ITEM, FingerprintSave)
     registry.add(FINGERPRINT_ITEM, ocp.args.JsonRestore)
     return registry
-
-
-@jax.jit
-def _sums(tree: PyTree) -> PyTree:
-    def stats(x: jax.Array) -> jax.Array:
-        x = x.astype(jnp.float32)
-        return jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))])
-
-    return jax.tree.map(stats, tree)
-
-
-def fingerprint(state: PyTree) -> dict[str, list[float | str]]:
-    """``{array path: [sum, sum of |x|, dtype]}`` of a (sharded, possibly multi-process) train
-    state."""
-    sums = jax.device_get(_sums(state))
-    dtypes = dict(_flat_items(jax.tree.map(lambda x: str(x.dtype), state)))
-    return {key: [float(value[0]), float(value[1]), dtypes[key]]
-            for key, value in _flat_items(sums)}
-
-
-def fingerprint_mismatches(stored: Mapping[str, Sequence[float | str]],
-                           state: PyTree) -> list[str]:
-    """The arrays of `state` whose fingerprint differs from `stored` beyond float rounding."""
-    current = fingerprint(state)
-    bad = []
-    for key, (total, magnitude, dtype) in stored.items():
-        if key not in current or current[key][2] != dtype:  # restored in another dtype
-            continue
-        now_total, now_magnitude, _ = current[key]
-        scale = max(abs(magnitude), abs(now_magnitude), 1e-30)
-        if not (np.isfinite(now_total) and np.isfinite(now_magnitude)) or (
-                abs(now_magnitude - magnitude) > FINGERPRINT_RTOL * scale
-                or abs(now_total - total) > FINGERPRINT_RTOL * scale):
-            bad.append(f"{key} (saved sum {total:.6g}, |sum| {magnitude:.6g}; read "
-                       f"{now_total:.6g}, {now_magnitude:.6g})")
-    return bad
 
 
 class Checkpointer:
@@ -340,7 +309,7 @@ class Checkpointer:
         stored_metrics = self._checked_metrics(step, metrics)
         items: dict[str, ocp.args.CheckpointArgs] = {
             STATE_ITEM: ocp.args.StandardSave(state),
-            FINGERPRINT_ITEM: ocp.args.JsonSave(fingerprint(state))}
+            FINGERPRINT_ITEM: FingerprintSave(start_fingerprint(state))}
         if data_state is not None:
             items[DATA_STATE_ITEM] = ocp.args.JsonSave(_all_data_states(data_state))
         try:
@@ -568,19 +537,10 @@ def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
         _, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
     except HFCheckpointError as err:
         raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
-    flat_params = dict(_flat_items(params))
+    flat_params = dict(flat_items(params))
     return jax.tree_util.tree_map_with_path(
-        lambda path, abstract: _place(flat_params[_path_key(path)], abstract),
+        lambda path, abstract: _place(flat_params[path_key(path)], abstract),
         _with_shardings(abstract_params))
-
-
-def _path_key(path: tuple[Any, ...]) -> str:
-    return jax.tree_util.keystr(path, simple=True, separator="/")
-
-
-def _flat_items(tree: PyTree) -> list[tuple[str, Any]]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [(_path_key(path), leaf) for path, leaf in leaves]
 
 
 def load_initial_params(path: str | os.PathLike, abstract_params: PyTree) -> PyTree:

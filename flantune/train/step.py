@@ -61,7 +61,9 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
     """``step(state, batch) -> (state, metrics)``; jit it with the state's shardings."""
     family = spec.family
 
-    def sums_and_grads(params: PyTree, batch: Batch, rng: jax.Array):
+    def sums_and_grads(params: PyTree, batch: Batch, rng: jax.Array, normalize: bool):
+        """Loss sums and gradients of the summed loss, or with `normalize` of the loss divided
+        by this batch's denominator (one pass fewer over the gradients than dividing them)."""
         def loss_fn(p: PyTree):
             model = spec.merge(p)
             logits = model(**model_inputs(batch, family), deterministic=not config.dropout,
@@ -70,7 +72,10 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                              batch["decoder_loss_weights"], config.loss,
                              segment_ids=batch.get("decoder_segment_ids"),
                              task_ids=batch.get("decoder_task_ids"), num_tasks=config.num_tasks)
-            return sums["loss"], sums
+            objective = sums["loss"]
+            if normalize:
+                objective = objective / jnp.maximum(sums["denominator"], 1e-9)
+            return objective, sums
 
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return sums, grads
@@ -79,32 +84,40 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
         params = state["params"]
         rng, step_rng = jax.random.split(state["rng"])
         if config.num_microbatches == 1:
-            sums, grads = sums_and_grads(params, batch, step_rng)
+            sums, grads = sums_and_grads(params, batch, step_rng, normalize=True)
+            denominator = jnp.maximum(sums["denominator"], 1e-9)
         else:
             micro = _microbatches(batch, config.num_microbatches)
             keys = jax.random.split(step_rng, config.num_microbatches)
             zero_sums, zero_grads = jax.eval_shape(
-                sums_and_grads, params, jax.tree.map(lambda x: x[0], micro), keys[0])
+                lambda *a: sums_and_grads(*a, normalize=False), params,
+                jax.tree.map(lambda x: x[0], micro), keys[0])
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zero_sums, zero_grads))
 
             def accumulate(carry, xs):
                 part, key = xs
-                sums_i, grads_i = sums_and_grads(params, part, key)
+                sums_i, grads_i = sums_and_grads(params, part, key, normalize=False)
                 return jax.tree.map(jnp.add, carry, (sums_i, grads_i)), None
 
             (sums, grads), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
             if config.loss.normalization is LossNormalization.CONSTANT:
                 sums["denominator"] = jnp.asarray(config.loss.constant, jnp.float32)
-        denominator = jnp.maximum(sums["denominator"], 1e-9)
-        grads = jax.tree.map(lambda g: g / denominator, grads)
+            denominator = jnp.maximum(sums["denominator"], 1e-9)
+            grads = jax.tree.map(lambda g: g / denominator, grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
+
+        def apply(params: PyTree, opt_state: PyTree, grads: PyTree) -> tuple[PyTree, PyTree]:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
         if config.skip_nonfinite:
-            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-            new_params = jax.tree.map(keep, new_params, params)
-            opt_state = jax.tree.map(keep, opt_state, state["opt_state"])
+            # A conditional rather than a select over every array: the update is computed only
+            # when it is kept, and a kept update costs no extra pass over the state.
+            new_params, opt_state = jax.lax.cond(
+                finite, apply, lambda p, o, _: (p, o), params, state["opt_state"], grads)
+        else:
+            new_params, opt_state = apply(params, state["opt_state"], grads)
         metrics = {
             "loss": sums["loss"] / denominator,
             "z_loss": sums["z_loss"] / denominator,

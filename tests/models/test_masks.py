@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flantune.models import masks
-from flantune.models.layers import MASK_VALUE
+from flantune.models.attention import MASK_VALUE
 
 
 def _m(rows: list[str]) -> np.ndarray:
