@@ -156,7 +156,7 @@ def timed(fn, *args) -> float:
 
 
 def worker(side: str, steps: int, kernel: str = "auto") -> dict[str, float]:
-    """Times ``steps`` train steps of one side (after a warm-up step) alone in this process;
+    """Times ``steps`` train steps of one side (after WARMUP_STEPS) alone in this process;
     the flantune side (attention ``kernel``) also measures the matmul peak."""
     batch = synthetic_batch(8, 512, 128, FLAN_T5_SMALL.vocab_size)
     if side == "flantune":

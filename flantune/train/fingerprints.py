@@ -91,10 +91,8 @@ class FingerprintHandler(ocp.handlers.JsonCheckpointHandler):
     """Writes a `PendingFingerprint` as orbax's JSON item, fetching it in the background commit
     (orbax runs `_save_fn` off the caller's thread); read back with `ocp.args.JsonRestore`."""
 
-    async def _save_fn(self, x: Any, directory: epath.Path) -> None:
-        if isinstance(x, PendingFingerprint):
-            x = x.fetch()
-        await super()._save_fn(x, directory)
+    async def _save_fn(self, x: PendingFingerprint, directory: epath.Path) -> None:
+        await super()._save_fn(x.fetch(), directory)
 
 
 @ocp.args.register_with_handler(FingerprintHandler, for_save=True)

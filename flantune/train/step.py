@@ -55,6 +55,11 @@ def _microbatches(batch: Batch, count: int) -> Batch:
     return {k: split(v) for k, v in batch.items()}
 
 
+def _denominator(sums: Mapping[str, jax.Array]) -> jax.Array:
+    """The loss normalizer of `sums`, kept away from zero (a batch without target tokens)."""
+    return jnp.maximum(sums["denominator"], 1e-9)
+
+
 def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, config: StepConfig
                     ) -> Callable[[PyTree, Batch], tuple[PyTree, dict[str, jax.Array]]]:
@@ -74,7 +79,7 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                              task_ids=batch.get("decoder_task_ids"), num_tasks=config.num_tasks)
             objective = sums["loss"]
             if normalize:
-                objective = objective / jnp.maximum(sums["denominator"], 1e-9)
+                objective = objective / _denominator(sums)
             return objective, sums
 
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -85,7 +90,7 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
         rng, step_rng = jax.random.split(state["rng"])
         if config.num_microbatches == 1:
             sums, grads = sums_and_grads(params, batch, step_rng, normalize=True)
-            denominator = jnp.maximum(sums["denominator"], 1e-9)
+            denominator = _denominator(sums)
         else:
             micro = _microbatches(batch, config.num_microbatches)
             keys = jax.random.split(step_rng, config.num_microbatches)
@@ -102,7 +107,7 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
             (sums, grads), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
             if config.loss.normalization is LossNormalization.CONSTANT:
                 sums["denominator"] = jnp.asarray(config.loss.constant, jnp.float32)
-            denominator = jnp.maximum(sums["denominator"], 1e-9)
+            denominator = _denominator(sums)
             grads = jax.tree.map(lambda g: g / denominator, grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
