@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -32,11 +33,13 @@ from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
 from flantune.train.fingerprints import (
     FingerprintSave,
+    PendingFingerprint,
     fingerprint_mismatches,
     flat_items,
     path_key,
     start_fingerprint,
 )
+from flantune.train.snapshots import snapshot
 
 PyTree = Any
 
@@ -63,8 +66,11 @@ class CheckpointConfig:
 
     `keep`: the last N steps kept (None keeps all). `keep_best`: additionally keep the N steps with
     the best `best_metric` (one of the metrics passed to `Checkpointer.save`), by `best_mode`
-    ('max' or 'min'). `async_save`: write in the background; the caller blocks only while the
-    arrays are copied to host memory.
+    ('max' or 'min'). `async_save`: write in the background. `save_in_thread` (with
+    `async_save`, in a single-process run): call orbax's save from a writer thread with a
+    snapshot of the state, so the caller blocks only while the snapshot is dispatched; otherwise
+    (and always with several processes) the caller also waits for orbax's per-array work and its
+    copy to host memory.
     """
 
     save_interval_steps: int = 1000
@@ -73,6 +79,7 @@ class CheckpointConfig:
     best_metric: str | None = None
     best_mode: str = "max"
     async_save: bool = True
+    save_in_thread: bool = True
     # Resuming: if the latest step's files are damaged, use the newest readable earlier step.
     fall_back_to_previous: bool = False
 
@@ -271,17 +278,26 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, handler_registry=_handler_registry())
         self._name_format = ocp.step.standard_name_format()
+        # Orbax's barriers in a multi-process save are device collectives, which every process
+        # must issue in the same order as the train step's: there orbax is called on this thread.
+        self._writer = (ThreadPoolExecutor(1, thread_name_prefix="flantune-checkpoint")
+                        if config.async_save and config.save_in_thread
+                        and jax.process_count() == 1 else None)
+        self._pending: Future[bool] | None = None
 
     def latest_step(self) -> int | None:
         """The newest saved step (a background save counts from its start), or None."""
+        self._settle()
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
         """Every saved step, ascending (a background save counts from its start)."""
+        self._settle()
         return sorted(self._manager.all_steps())
 
     def best_step(self) -> int | None:
         """The step with the best `best_metric` (the latest step without one)."""
+        self._settle()
         return self._manager.best_step()
 
     def step_path(self, step: int) -> epath.Path:
@@ -291,6 +307,7 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         """True at every `save_interval_steps`-th step newer than the latest saved one, and when
         the cluster has announced a preemption."""
+        self._settle()
         return self._manager.should_save(step)
 
     def save(self, step: int, state: PyTree, *, data_state: str | Mapping[int, str] | None = None,
@@ -298,27 +315,49 @@ class Checkpointer:
         """Saves `state` (and the data iterator position) as `step` if `should_save(step)` or
         `force`; returns whether a save started (a step already saved is not written again).
         With `async_save` the write continues in the background; `state`'s buffers may be reused
-        or donated as soon as this returns.
+        or donated as soon as this returns. In a single-process run, orbax's own save call runs
+        on a writer thread with a snapshot of `state` (`flantune.train.snapshots`); an error of
+        that write is raised by the next call of this checkpointer.
 
         `data_state` is this process's `BatchIterator.get_state().to_json()` (gathered from all
         processes here; every process must call `save`) or an already gathered mapping
         process_index -> JSON. `metrics` (e.g. eval scores) rank checkpoints for `keep_best`.
         """
+        self._settle()
         if not (force or self.should_save(step)) or step in self._manager.all_steps():
             return False
         stored_metrics = self._checked_metrics(step, metrics)
+        data_states = None if data_state is None else _all_data_states(data_state)
+        if self._writer is None:
+            return self._write(step, state, start_fingerprint(state), data_states,
+                               stored_metrics)
+        copy, pending_fingerprint = snapshot(state)
+        self._pending = self._writer.submit(self._write, step, copy, pending_fingerprint,
+                                            data_states, stored_metrics)
+        return True
+
+    def _write(self, step: int, state: PyTree, pending_fingerprint: PendingFingerprint,
+               data_states: dict[str, str] | None, metrics: dict[str, float] | None) -> bool:
+        """Orbax's save of one step (asynchronous with `async_save`: returns once orbax has
+        copied the arrays to host memory)."""
         items: dict[str, ocp.args.CheckpointArgs] = {
             STATE_ITEM: ocp.args.StandardSave(state),
-            FINGERPRINT_ITEM: FingerprintSave(start_fingerprint(state))}
-        if data_state is not None:
-            items[DATA_STATE_ITEM] = ocp.args.JsonSave(_all_data_states(data_state))
+            FINGERPRINT_ITEM: FingerprintSave(pending_fingerprint)}
+        if data_states is not None:
+            items[DATA_STATE_ITEM] = ocp.args.JsonSave(data_states)
         try:
-            return self._manager.save(step, args=ocp.args.Composite(**items),
-                                      metrics=stored_metrics, force=True)
+            return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                                      force=True)
         except OSError as err:
             raise CheckpointError(f"could not write checkpoint step {step} to "
                                   f"{self.step_path(step)}: {err}; check free space and "
                                   "permissions of MODEL_DIR.") from err
+
+    def _settle(self) -> None:
+        """Waits for the save call handed to the writer thread; raises its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def _checked_metrics(self, step: int, metrics: Mapping[str, float] | None
                          ) -> dict[str, float] | None:
@@ -342,7 +381,7 @@ class Checkpointer:
         A step whose files are damaged raises `UnreadableCheckpointError`; with `fall_back`, the
         next earlier step is tried instead (with a warning), down to the oldest kept one.
         """
-        self._manager.wait_until_finished()
+        self.wait_until_finished()
         step = self._existing_step(step)
         candidates = [s for s in reversed(self.all_steps()) if s <= step] if fall_back else [step]
         for candidate in candidates[:-1]:
@@ -434,11 +473,17 @@ class Checkpointer:
 
     def wait_until_finished(self) -> None:
         """Blocks until a background save has been written completely."""
+        self._settle()
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Finishes pending saves and releases the manager's resources."""
-        self._manager.close()
+        try:
+            self._settle()
+        finally:
+            self._manager.close()
+            if self._writer is not None:
+                self._writer.shutdown()
 
     def __enter__(self) -> Checkpointer:
         return self

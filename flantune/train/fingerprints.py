@@ -2,8 +2,9 @@
 
 Orbax stores no checksum of array data, so flipped bytes in a checkpoint would load silently.
 Each step directory therefore holds a JSON item `{array path: [sum, sum of |x|, dtype]}`. The
-sums are dispatched (asynchronously) when a save starts and fetched to the host by orbax's
-background writer, so a save blocks the training loop no longer than orbax's own work.
+sums are dispatched (asynchronously) when a save starts, in one process together with the
+save's snapshot (`flantune.train.snapshots`), and fetched to the host by orbax's background
+writer, so the training loop never waits for them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,21 @@ def flat_items(tree: PyTree) -> list[tuple[str, Any]]:
     return [(path_key(path), leaf) for path, leaf in leaves]
 
 
-@jax.jit
-def _sums(tree: PyTree) -> PyTree:
+def tree_sums(tree: PyTree) -> PyTree:
+    """[sum, sum of |x|] (f32) of every array of `tree`; traceable, for use inside a jit."""
     def stats(x: jax.Array) -> jax.Array:
         x = x.astype(jnp.float32)
         return jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))])
 
     return jax.tree.map(stats, tree)
+
+
+_sums = jax.jit(tree_sums)
+
+
+def dtype_names(state: PyTree) -> dict[str, str]:
+    """{array path: dtype name} of `state`."""
+    return dict(flat_items(jax.tree.map(lambda x: str(x.dtype), state)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +69,7 @@ class PendingFingerprint:
 def start_fingerprint(state: PyTree) -> PendingFingerprint:
     """Dispatches the fingerprint of a (sharded, possibly multi-process) `state` without waiting
     for it; every process must call it, in the same order. `state` may be donated afterwards."""
-    dtypes = dict(flat_items(jax.tree.map(lambda x: str(x.dtype), state)))
-    return PendingFingerprint(_sums(state), dtypes)
+    return PendingFingerprint(_sums(state), dtype_names(state))
 
 
 def fingerprint(state: PyTree) -> dict[str, list[float | str]]:

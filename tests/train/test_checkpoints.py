@@ -215,6 +215,77 @@ def test_async_save_returns_before_the_write_finishes(tmp_path, monkeypatch):
     assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
 
 
+def _gate_orbax_save(monkeypatch, gate: threading.Event, calls: list[str]) -> None:
+    """Makes orbax's `CheckpointManager.save` wait for `gate`, recording the calling thread."""
+    original_save = ocp.CheckpointManager.save
+
+    def gated_save(self, *args, **kwargs):
+        calls.append(threading.current_thread().name)
+        assert gate.wait(60), "the test never opened the gate"
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", gated_save)
+
+
+def test_async_save_hands_orbax_a_snapshot_on_a_writer_thread(tmp_path, monkeypatch):
+    """`save` returns while orbax's own save call is still held at a gate, so the caller does
+    not wait for orbax's per-array work; the snapshot it hands over outlives the state."""
+    gate, calls = threading.Event(), []
+    _gate_orbax_save(monkeypatch, gate, calls)
+    state = make_state(optimizer="adafactor")
+    expected = to_numpy(state)
+    checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
+    try:
+        assert checkpointer.save(3, state, data_state='{"p": 3}')
+        for leaf in jax.tree.leaves(state):
+            leaf.delete()
+        assert len(calls) == 1 and calls[0].startswith("flantune-checkpoint")
+        gate.set()
+        assert checkpointer.latest_step() == 3
+        checkpointer.wait_until_finished()
+        restored, data_state = checkpointer.restore(3, abstract_of(expected))
+    finally:
+        gate.set()
+        checkpointer.close()
+    assert data_state == '{"p": 3}'
+    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+
+
+def test_save_in_thread_off_calls_orbax_on_the_callers_thread(tmp_path, monkeypatch):
+    gate, calls = threading.Event(), []
+    gate.set()
+    _gate_orbax_save(monkeypatch, gate, calls)
+    config = CheckpointConfig(save_interval_steps=1, save_in_thread=False)
+    with Checkpointer(tmp_path, config) as checkpointer:
+        assert checkpointer.save(2, make_state())
+        assert calls == [threading.current_thread().name]
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [2]
+
+
+@pytest.mark.parametrize("save_in_thread", [True, False])
+def test_a_failed_write_is_raised_naming_the_step(tmp_path, monkeypatch, save_in_thread):
+    """On the writer thread the error reaches the caller at its next checkpointer call."""
+    def failing_save(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+    config = CheckpointConfig(save_interval_steps=1, save_in_thread=save_in_thread)
+    checkpointer = Checkpointer(tmp_path, config)
+    message = rf"could not write checkpoint step 4 to {tmp_path / '4'}: .*No space left"
+    try:
+        if save_in_thread:
+            assert checkpointer.save(4, make_state())
+            with pytest.raises(CheckpointError, match=message):
+                checkpointer.should_save(5)
+            assert checkpointer.latest_step() is None  # raised once, then usable again
+        else:
+            with pytest.raises(CheckpointError, match=message):
+                checkpointer.save(4, make_state())
+    finally:
+        checkpointer.close()
+
+
 # --------------------------------------------------------------------------- when / what to keep
 
 

@@ -1,0 +1,67 @@
+"""A copy of the train state that a background checkpoint write can read while training goes on.
+
+Orbax's async save returns only after its per-array work on the caller's thread: replica slices,
+the copy to host memory, save arguments, a few threads started (~0.2 s for T5-small's 763
+Adafactor arrays on a 2-core CPU, whatever the storage). In a single-process run flantune instead
+dispatches one jitted computation that copies every array into host memory and computes the
+checkpoint fingerprint, and hands that copy to orbax on a writer thread
+(`flantune.train.checkpoints.Checkpointer`); the loop waits only for the dispatch.
+
+The copy goes to the devices' pinned host memory where they have one (GPU, TPU, and CPU in
+JAX >= 0.4.31), so it costs host RAM, like orbax's own host copy, not accelerator memory; a
+device without one gets a copy in device memory.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Sharding
+
+from flantune.train.fingerprints import PendingFingerprint, dtype_names, tree_sums
+
+PyTree = Any
+
+HOST_MEMORY_KIND = "pinned_host"
+
+
+@functools.cache
+def has_host_memory(device: jax.Device) -> bool:
+    """Whether `device` has a pinned host memory apart from its own (a CPU's memory is host
+    memory already; reading an array in pinned host memory back costs it another copy)."""
+    return device.platform != "cpu" and any(
+        memory.kind == HOST_MEMORY_KIND for memory in device.addressable_memories())
+
+
+def _snapshot_sharding(array: jax.Array) -> Sharding:
+    device = next(iter(array.sharding.device_set))
+    if has_host_memory(device):
+        return array.sharding.with_memory_kind(HOST_MEMORY_KIND)
+    return array.sharding
+
+
+@functools.lru_cache(maxsize=16)
+def _snapshot_fn(shardings: tuple[Sharding, ...]) -> Any:
+    """One jitted copy + fingerprint of a flat list of arrays placed with `shardings`."""
+    def copy_and_sum(leaves: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
+        # An output whose memory kind differs from its input's is a transfer (a new buffer);
+        # in the same memory, jnp.copy keeps jit from handing back the input buffer itself.
+        copies = [leaf if sharding.memory_kind == HOST_MEMORY_KIND else jnp.copy(leaf)
+                  for leaf, sharding in zip(leaves, shardings, strict=True)]
+        return copies, tree_sums(leaves)
+
+    return jax.jit(copy_and_sum, out_shardings=(list(shardings), None))
+
+
+def snapshot(state: PyTree) -> tuple[PyTree, PendingFingerprint]:
+    """A copy of `state` in new buffers (host memory where available) and its fingerprint,
+    both still being computed when this returns; `state` may be donated or deleted right after.
+    Every process must call it, in the same order (it is one jitted computation)."""
+    leaves, treedef = jax.tree.flatten(state)
+    shardings = tuple(_snapshot_sharding(leaf) for leaf in leaves)
+    copies, sums = _snapshot_fn(shardings)(leaves)
+    return (jax.tree.unflatten(treedef, copies),
+            PendingFingerprint(jax.tree.unflatten(treedef, sums), dtype_names(state)))
