@@ -67,8 +67,21 @@ def token_losses(logits: jax.Array, targets: jax.Array, *, z_loss: float = 0.0,
         entropy = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
         nll = nll - entropy
     z_part = z_loss * jnp.square(log_z)
-    correct = (jnp.argmax(logits, axis=-1) == targets)
-    return nll + z_part, z_part, correct
+    return nll + z_part, z_part, is_argmax(logits, targets, target_logit)
+
+
+def is_argmax(logits: jax.Array, targets: jax.Array, target_logit: jax.Array) -> jax.Array:
+    """``jnp.argmax(logits, -1) == targets`` (first maximum wins; NaN counts as the maximum),
+    as one elementwise comparison and an ``any`` over the vocabulary. XLA:CPU runs the
+    variable-index reduce of an argmax unvectorized: for T5's 32,128-token vocabulary this form
+    takes ~4 ms per 1,024 tokens instead of ~68 ms."""
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    before = ids < targets[..., None]
+    target = target_logit[..., None]
+    nan = jnp.isnan(logits)
+    beaten = jnp.where(jnp.isnan(target), nan & before,
+                       nan | (logits > target) | ((logits == target) & before))
+    return ~jnp.any(beaten, axis=-1)
 
 
 def normalizer(weights: jax.Array, config: LossConfig) -> jax.Array:

@@ -8,7 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from flantune.train.losses import LossConfig, loss_sums, per_sequence_weights, token_losses
+from flantune.train.losses import (
+    LossConfig,
+    is_argmax,
+    loss_sums,
+    per_sequence_weights,
+    token_losses,
+)
 
 RNG = np.random.default_rng(0)
 LOGITS = jnp.asarray(RNG.normal(size=(2, 5, 11)) * 3, jnp.float32)
@@ -23,6 +29,24 @@ def test_plain_cross_entropy_equals_optax():
     np.testing.assert_allclose(loss, reference, rtol=1e-6)
     assert float(jnp.abs(z).max()) == 0.0
     np.testing.assert_array_equal(correct, jnp.argmax(LOGITS, -1) == TARGETS)
+
+
+def test_is_argmax_agrees_with_numpy_on_ties_and_nans():
+    """Small integer logits tie often; a target is the first maximum, a later tied maximum or
+    random; NaNs count as the maximum (numpy's and jnp.argmax's rule)."""
+    rng = np.random.default_rng(1)
+    logits = rng.integers(0, 3, size=(64, 7)).astype(np.float32)
+    logits[rng.random(logits.shape) < 0.05] = np.nan
+    first_max = np.argmax(logits, -1)
+    last_max = logits.shape[1] - 1 - np.argmax(logits[:, ::-1], -1)
+    targets = np.where(rng.random(64) < 0.4, first_max,
+                       np.where(rng.random(64) < 0.5, last_max, rng.integers(0, 7, 64)))
+    target_logit = np.take_along_axis(logits, targets[:, None], -1)[:, 0]
+    got = is_argmax(jnp.asarray(logits), jnp.asarray(targets, jnp.int32),
+                    jnp.asarray(target_logit))
+    expected = np.argmax(logits, -1) == targets
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    assert 0 < expected.sum() < 64 and (first_max != last_max).any() and np.isnan(logits).any()
 
 
 def test_z_loss_is_coefficient_times_squared_log_partition():
