@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flantune.train import snapshots
+from flantune.train.checkpoints import CheckpointConfig, Checkpointer
 from flantune.train.fingerprints import fingerprint
 from flantune.train.snapshots import has_host_memory, snapshot
 
@@ -47,3 +49,24 @@ def test_snapshot_keeps_shardings_and_stays_in_device_memory_on_cpu():
     copy, _ = snapshot(state)
     assert not has_host_memory(jax.devices()[0])  # a CPU's own memory is host memory
     assert copy["w"].sharding == sharding
+
+
+def test_a_snapshot_in_pinned_host_memory_is_written_and_restored(tmp_path, monkeypatch):
+    """The GPU/TPU path (a copy in the devices' pinned host memory), taken on CPU, which has
+    that memory kind too: orbax writes the host arrays and a restore gives the state back."""
+    monkeypatch.setattr(snapshots, "has_host_memory", lambda device: True)
+    state = _state()
+    expected = jax.tree.map(np.array, state)
+    copy, _ = snapshots.snapshot(state)
+    assert all(leaf.sharding.memory_kind == snapshots.HOST_MEMORY_KIND
+               for leaf in jax.tree.leaves(copy))
+    with Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1)) as checkpointer:
+        assert checkpointer.save(1, state)
+        for leaf in jax.tree.leaves(state):
+            leaf.delete()
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+            expected)
+        restored, _ = checkpointer.restore(1, abstract)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
