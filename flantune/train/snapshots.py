@@ -3,13 +3,14 @@
 Orbax's async save returns only after its per-array work on the caller's thread: replica slices,
 the copy to host memory, save arguments, a few threads started (~0.2 s for T5-small's 763
 Adafactor arrays on a 2-core CPU, whatever the storage). In a single-process run flantune instead
-dispatches one jitted computation that copies every array into host memory and computes the
+dispatches one jitted computation that copies every array into new buffers and computes the
 checkpoint fingerprint, and hands that copy to orbax on a writer thread
 (`flantune.train.checkpoints.Checkpointer`); the loop waits only for the dispatch.
 
-The copy goes to the devices' pinned host memory where they have one (GPU, TPU, and CPU in
-JAX >= 0.4.31), so it costs host RAM, like orbax's own host copy, not accelerator memory; a
-device without one gets a copy in device memory.
+On GPU and TPU the copy goes to pinned host memory, so it costs host RAM (as orbax's own host
+copy does), not accelerator memory. A CPU's memory is host memory already: there the copy stays
+in it (orbax reads CPU arrays without another copy), as it does on any device without a
+pinned host memory of its own.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ HOST_MEMORY_KIND = "pinned_host"
 
 @functools.cache
 def has_host_memory(device: jax.Device) -> bool:
-    """Whether `device` has a pinned host memory apart from its own (a CPU's memory is host
-    memory already; reading an array in pinned host memory back costs it another copy)."""
+    """Whether `device` has a pinned host memory apart from its own (a CPU's pinned host memory
+    is the same RAM as its device memory: nothing to gain there)."""
     return device.platform != "cpu" and any(
         memory.kind == HOST_MEMORY_KIND for memory in device.addressable_memories())
 
