@@ -45,13 +45,14 @@ def _snapshot_sharding(array: jax.Array) -> Sharding:
 
 
 @functools.lru_cache(maxsize=16)
-def _snapshot_fn(shardings: tuple[Sharding, ...]) -> Any:
-    """One jitted copy + fingerprint of a flat list of arrays placed with `shardings`."""
+def _snapshot_fn(shardings: tuple[Sharding, ...], moves: tuple[bool, ...]) -> Any:
+    """One jitted copy + fingerprint of a flat list of arrays, the copies placed with
+    `shardings`; `moves[i]`: whether leaf i goes to another memory kind than its own."""
     def copy_and_sum(leaves: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
-        # An output whose memory kind differs from its input's is a transfer (a new buffer);
-        # in the same memory, jnp.copy keeps jit from handing back the input buffer itself.
-        copies = [leaf if sharding.memory_kind == HOST_MEMORY_KIND else jnp.copy(leaf)
-                  for leaf, sharding in zip(leaves, shardings, strict=True)]
+        # An output in another memory kind than its input is a transfer (a new buffer); in the
+        # same memory, jnp.copy keeps jit from handing back the input buffer itself.
+        copies = [leaf if move else jnp.copy(leaf)
+                  for leaf, move in zip(leaves, moves, strict=True)]
         return copies, tree_sums(leaves)
 
     return jax.jit(copy_and_sum, out_shardings=(list(shardings), None))
@@ -63,6 +64,8 @@ def snapshot(state: PyTree) -> tuple[PyTree, PendingFingerprint]:
     Every process must call it, in the same order (it is one jitted computation)."""
     leaves, treedef = jax.tree.flatten(state)
     shardings = tuple(_snapshot_sharding(leaf) for leaf in leaves)
-    copies, sums = _snapshot_fn(shardings)(leaves)
+    moves = tuple(sharding.memory_kind != leaf.sharding.memory_kind
+                  for sharding, leaf in zip(shardings, leaves, strict=True))
+    copies, sums = _snapshot_fn(shardings, moves)(leaves)
     return (jax.tree.unflatten(treedef, copies),
             PendingFingerprint(jax.tree.unflatten(treedef, sums), dtype_names(state)))

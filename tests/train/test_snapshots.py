@@ -56,10 +56,16 @@ def test_a_snapshot_in_pinned_host_memory_is_written_and_restored(tmp_path, monk
     that memory kind too: orbax writes the host arrays and a restore gives the state back."""
     monkeypatch.setattr(snapshots, "has_host_memory", lambda device: True)
     state = _state()
+    # A leaf already in host memory (as an offloaded optimizer state would be) is copied too.
+    offloaded = state["params"]["w"] + 1
+    state["offloaded"] = jax.device_put(
+        offloaded, offloaded.sharding.with_memory_kind(snapshots.HOST_MEMORY_KIND))
     expected = jax.tree.map(np.array, state)
     copy, _ = snapshots.snapshot(state)
     assert all(leaf.sharding.memory_kind == snapshots.HOST_MEMORY_KIND
                for leaf in jax.tree.leaves(copy))
+    assert (copy["offloaded"].unsafe_buffer_pointer()
+            != state["offloaded"].unsafe_buffer_pointer())
     with Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1)) as checkpointer:
         assert checkpointer.save(1, state)
         for leaf in jax.tree.leaves(state):
