@@ -96,7 +96,7 @@ def loop_time(checkpointer: Checkpointer | None, step: int, state: dict,
     training loop sees them."""
     start = time.perf_counter()
     if checkpointer is not None:
-        checkpointer.save(step, state, data_state=json.dumps({"position": step}), force=True)
+        timed_save(checkpointer, step, state)
     result = train_step()
     if checkpointer is not None:
         checkpointer.should_save(step + 1)

@@ -324,7 +324,7 @@ class Checkpointer:
         process_index -> JSON. `metrics` (e.g. eval scores) rank checkpoints for `keep_best`.
         """
         self._settle()
-        if not (force or self.should_save(step)) or step in self._manager.all_steps():
+        if not (force or self._manager.should_save(step)) or step in self._manager.all_steps():
             return False
         stored_metrics = self._checked_metrics(step, metrics)
         data_states = None if data_state is None else _all_data_states(data_state)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -114,13 +115,19 @@ def assert_trees_equal(actual, expected) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
 
-def _wait_for_temporary_directory(directory: Path, step: int, seconds: float = 60) -> bool:
-    """Whether orbax's temporary directory for `step` appears within `seconds`."""
+def _wait_for(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    """Whether `condition()` becomes true within `seconds` (polled every 50 ms)."""
     for _ in range(int(seconds / 0.05)):
-        if [p for p in Path(directory).iterdir() if p.name.startswith(f"{step}.")]:
+        if condition():
             return True
         threading.Event().wait(0.05)
     return False
+
+
+def _wait_for_temporary_directory(directory: Path, step: int, seconds: float = 60) -> bool:
+    """Whether orbax's temporary directory for `step` appears within `seconds`."""
+    return _wait_for(
+        lambda: any(p.name.startswith(f"{step}.") for p in Path(directory).iterdir()), seconds)
 
 
 def sync_config(**kwargs) -> CheckpointConfig:
@@ -182,6 +189,31 @@ def test_restore_casts_to_the_requested_dtype(tmp_path):
                        jax.tree.map(lambda p: p.astype(jnp.bfloat16), state["params"]))
 
 
+def _gated_async_round_trip(tmp_path: Path, gate: threading.Event,
+                            while_held: Callable[[Checkpointer], None]) -> None:
+    """Saves asynchronously while something in the write waits for `gate`, deletes the state's
+    buffers right after `save` returns (the caller may donate them), runs `while_held`, opens
+    the gate and checks the restored step against the state as it was."""
+    state = make_state(optimizer="adafactor")
+    expected = to_numpy(state)
+    checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
+    try:
+        assert checkpointer.save(3, state, data_state='{"p": 3}')
+        for leaf in jax.tree.leaves(state):
+            leaf.delete()
+        while_held(checkpointer)
+        gate.set()
+        assert checkpointer.latest_step() == 3  # a background save counts from its start
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [3]
+        restored, data_state = checkpointer.restore(3, abstract_of(expected))
+    finally:
+        gate.set()
+        checkpointer.close()
+    assert data_state == '{"p": 3}'
+    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+
+
 def test_async_save_returns_before_the_write_finishes(tmp_path, monkeypatch):
     """The background write is held at a gate: if `save` waited for the write it could not
     return before the gate opens, and the step would already be complete."""
@@ -193,27 +225,14 @@ def test_async_save_returns_before_the_write_finishes(tmp_path, monkeypatch):
         await original_write(self, item, directory)
 
     monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", gated_write)
-    state = make_state(optimizer="adafactor")
-    expected = to_numpy(state)
-    checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
-    try:
-        assert checkpointer.save(3, state, data_state='{"p": 3}')
+
+    def while_held(checkpointer: Checkpointer) -> None:
         # Orbax writes into a temporary directory (created in the background too) and renames
         # it once everything is written.
         assert not checkpointer.step_path(3).exists()
         assert _wait_for_temporary_directory(tmp_path, 3)
-        # The caller may donate or free the state's buffers right after `save` returns.
-        for leaf in jax.tree.leaves(state):
-            leaf.delete()
-        gate.set()
-        checkpointer.wait_until_finished()
-        assert checkpointer.all_steps() == [3]
-        restored, data_state = checkpointer.restore(3, abstract_of(expected))
-    finally:
-        gate.set()
-        checkpointer.close()
-    assert data_state == '{"p": 3}'
-    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+
+    _gated_async_round_trip(tmp_path, gate, while_held)
 
 
 def _gate_orbax_save(monkeypatch, gate: threading.Event, calls: list[str]) -> None:
@@ -233,27 +252,12 @@ def test_async_save_hands_orbax_a_snapshot_on_a_writer_thread(tmp_path, monkeypa
     not wait for orbax's per-array work; the snapshot it hands over outlives the state."""
     gate, calls = threading.Event(), []
     _gate_orbax_save(monkeypatch, gate, calls)
-    state = make_state(optimizer="adafactor")
-    expected = to_numpy(state)
-    checkpointer = Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1))
-    try:
-        assert checkpointer.save(3, state, data_state='{"p": 3}')
-        for leaf in jax.tree.leaves(state):
-            leaf.delete()
-        for _ in range(1200):  # the writer thread reaches orbax's save within moments
-            if calls:
-                break
-            threading.Event().wait(0.05)
+
+    def while_held(checkpointer: Checkpointer) -> None:
+        assert _wait_for(lambda: bool(calls))  # the writer thread reaches orbax's save
         assert len(calls) == 1 and calls[0].startswith("flantune-checkpoint")
-        gate.set()
-        assert checkpointer.latest_step() == 3
-        checkpointer.wait_until_finished()
-        restored, data_state = checkpointer.restore(3, abstract_of(expected))
-    finally:
-        gate.set()
-        checkpointer.close()
-    assert data_state == '{"p": 3}'
-    assert_trees_equal(restored, jax.tree.map(jnp.asarray, expected))
+
+    _gated_async_round_trip(tmp_path, gate, while_held)
 
 
 def test_save_in_thread_off_calls_orbax_on_the_callers_thread(tmp_path, monkeypatch):
