@@ -6,7 +6,7 @@ maps over (batch row, key/value head) slices with `lax.map`: each slice's scores
 [query, key] matrix of ~1 MB at 512 tokens, stay in the CPU's L2 cache, its GEMMs are plain 2-D
 ones, and the backward pass recomputes the scores from each query's saved row maximum and sum
 instead of reading them back from memory. On a 2-core CPU it runs the forward and backward of a
-T5-small encoder self-attention (8 x 512 tokens, 6 heads) 1.6-2.4x faster than `xla` (numbers
+T5-small encoder self-attention (8 x 512 tokens, 6 heads) 1.5-2.4x faster than `xla` (numbers
 in BENCHMARKS.md). It only helps CPUs, so `auto` picks it on a single CPU device; a loop over
 a batch sharded across devices would make XLA gather it. Both kernels agree to float rounding.
 """
@@ -28,8 +28,11 @@ MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 ATTENTION_KERNELS = ("auto", "xla", "blocked")
 
-# Below this many score entries per slice, per-slice loop overhead outweighs cache locality.
-_MIN_BLOCKED_SCORES = 128 * 128
+# Below this many score entries per slice, per-slice loop overhead outweighs cache locality:
+# measured at T5-small's shapes on 2 cores (tools/bench_attention.py), `xla` runs 128 x 512
+# cross-attention 10-20% faster, `blocked` 512 x 512 self-attention 1.5x faster; at 128 x 128
+# `blocked` is ~10% faster but that op is small (~1 ms of a 6 s step per layer).
+_MIN_BLOCKED_SCORES = 256 * 512
 
 Bias = jax.Array | Sequence[jax.Array]
 
@@ -209,7 +212,7 @@ def _single_device() -> bool:
 
 def resolve_kernel(kernel: str, q_len: int, k_len: int) -> str:
     """The kernel `auto` stands for: `blocked` on a single CPU device for slices of at least
-    128 x 128 scores, else `xla`. A named kernel is returned as is (validated)."""
+    256 x 512 scores, else `xla`. A named kernel is returned as is (validated)."""
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; choose one of "
                          f"{list(ATTENTION_KERNELS)}.")

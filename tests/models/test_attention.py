@@ -116,6 +116,7 @@ def test_auto_picks_blocked_on_one_cpu_device_for_large_slices_only():
     assert jax.default_backend() == "cpu"
     assert resolve_kernel("auto", 512, 512) == "blocked"
     assert resolve_kernel("auto", 1, 512) == "xla"  # one decoding step
+    assert resolve_kernel("auto", 128, 512) == "xla"  # T5 cross-attention: xla measured faster
     assert resolve_kernel("xla", 512, 512) == "xla"
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
         resolve_kernel("flash", 512, 512)
