@@ -106,9 +106,8 @@ def blocked_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: 
     return out.reshape(b, num_heads, q_len, head_dim)
 
 
-def _slice_logits(slices: _Slices, terms: tuple[jax.Array, ...], index: jax.Array,
-                  q: jax.Array, k: jax.Array) -> jax.Array:
-    row, kv_head = slices.position(index)
+def _slice_logits(slices: _Slices, terms: tuple[jax.Array, ...], row: jax.Array,
+                  kv_head: jax.Array, q: jax.Array, k: jax.Array) -> jax.Array:
     logits = jnp.dot(q, k.T).astype(jnp.float32)
     for term in terms:
         logits = logits + _slice_bias(term, row, kv_head, slices.groups, slices.q_len,
@@ -143,7 +142,7 @@ def _blocked_forward(slices: _Slices, queries: jax.Array, keys: jax.Array, value
     """The slice outputs and the residuals the backward needs."""
     def one_slice(args: tuple[jax.Array, ...]) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         index, q, k, v = args
-        logits = _slice_logits(slices, terms, index, q, k)
+        logits = _slice_logits(slices, terms, *slices.position(index), q, k)
         row_max = jnp.max(logits, axis=-1, keepdims=True)
         weights = jnp.exp(logits - row_max)
         inverse_sum = 1.0 / jnp.sum(weights, axis=-1, keepdims=True)
@@ -163,7 +162,8 @@ def _blocked_backward(slices: _Slices, residuals: tuple, d_out: jax.Array) -> tu
 
     def one_slice(d_terms, args):
         index, q, k, v, o, do, m, inv = args
-        probs = jnp.exp(_slice_logits(slices, terms, index, q, k) - m) * inv
+        row, kv_head = slices.position(index)
+        probs = jnp.exp(_slice_logits(slices, terms, row, kv_head, q, k) - m) * inv
         d_probs = jnp.dot(do, v.T).astype(jnp.float32)
         used = probs
         scale = _dropout_scale(slices, dropout_key, index, probs.shape)
@@ -175,7 +175,6 @@ def _blocked_backward(slices: _Slices, residuals: tuple, d_out: jax.Array) -> tu
         d_q = jnp.dot(d_logits.astype(q.dtype), k)
         d_k = jnp.dot(d_logits.T.astype(q.dtype), q)
         d_v = jnp.dot(used.T.astype(v.dtype), do)
-        row, kv_head = slices.position(index)
         d_terms = tuple(_add_slice(d_term, d_logits, row, kv_head, slices)
                         for d_term in d_terms)
         return d_terms, (d_q, d_k, d_v)

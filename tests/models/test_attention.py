@@ -174,5 +174,5 @@ def test_blocked_gradients_equal_finite_differences_with_and_without_dropout(dro
         return blocked_attention(q, k, v, (position, mask_term), dropout_rate=dropout_rate,
                                  dropout_key=key)
 
-    check_grads(attend, tuple(map(jnp.asarray, (q, k, v, terms[0]))), order=1,
-                              modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+    check_grads(attend, tuple(map(jnp.asarray, (q, k, v, terms[0]))), order=1, modes=["rev"],
+                eps=1e-2, atol=2e-2, rtol=2e-2)
