@@ -102,7 +102,8 @@ def per_sequence_weights(weights: jax.Array, segment_ids: jax.Array | None
     is the mean over sequences of their token-mean loss.
 
     A packed row holds several sequences: each segment counts as one sequence (t5x averages over
-    rows; with packing that would weight examples by how they happened to be packed).
+    rows; with packing that would weight examples by how they happened to be packed). Slots of
+    segment 0 (padding) get weight 0.
     """
     weights = weights.astype(jnp.float32)
     if segment_ids is None:
@@ -113,7 +114,8 @@ def per_sequence_weights(weights: jax.Array, segment_ids: jax.Array | None
         weights, segment_ids)
     own_total = jnp.take_along_axis(totals, segment_ids, axis=-1)
     num_sequences = jnp.sum(totals[:, 1:] > 0).astype(jnp.float32)
-    return weights / jnp.maximum(own_total, 1e-9), num_sequences
+    # Segment 0 is padding, not a sequence: its slots weigh 0 whatever their weight (as in t5x).
+    return jnp.where(segment_ids > 0, weights / jnp.maximum(own_total, 1e-9), 0.0), num_sequences
 
 
 def loss_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array, config: LossConfig, *,

@@ -117,6 +117,16 @@ def test_per_sequence_weights_without_segments_average_rows():
     assert float(count) == 2
 
 
+def test_per_sequence_weights_give_padding_segment_zero():
+    """A nonzero weight on a segment-0 (padding) slot is dropped, as t5x's
+    `_sum_weights_per_segment` does; each real segment's weights still sum to 1."""
+    weights = jnp.asarray([[1, 1, 1, 1, 1]], jnp.float32)
+    segments = jnp.asarray([[1, 1, 2, 0, 0]], jnp.int32)
+    scaled, count = per_sequence_weights(weights, segments)
+    np.testing.assert_allclose(scaled, [[0.5, 0.5, 1.0, 0.0, 0.0]])
+    assert float(count) == 2
+
+
 def test_bad_loss_configs():
     with pytest.raises(ValueError, match="Unknown loss normalization"):
         LossConfig(normalization="MEAN")
