@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import seqio
 
-    import tasks  # noqa: F401  (registers the demo tasks and mixtures)
+    import flantune.tasks  # noqa: F401  (registers the demo tasks and mixtures)
     from flantune.data import DecoderFeatureConverter, EncDecFeatureConverter, sample_examples
 
     start = time.perf_counter()

@@ -92,7 +92,7 @@ def run_worker(name: str, args: argparse.Namespace, round_index: int) -> dict[st
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mixture", default="demo")
-    parser.add_argument("--module_import", default="tasks")
+    parser.add_argument("--module_import", default="flantune.tasks")
     parser.add_argument("--flantune_batches", type=int, default=300, help="per round")
     parser.add_argument("--seqio_batches", type=int, default=60, help="per round")
     parser.add_argument("--rounds", type=int, default=2)

@@ -236,7 +236,7 @@ def compare_with_torch(steps: int, rounds: int, skip_torch: bool,
 
 
 def pipeline_vs_synthetic(steps: int) -> dict[str, float]:
-    importlib.import_module("tasks")
+    importlib.import_module("flantune.tasks")
     lengths = {"inputs": 512, "targets": 128}
     ours = FlantuneStep(DEMO, z_loss=1e-4)
     data = BatchIterator("demo", task_feature_lengths=lengths, batch_size=8, converter="enc_dec")

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--write", default=None, help="write the markdown report here")
     args = parser.parse_args()
     logging.disable(logging.INFO)
-    import tasks  # noqa: F401  (the demo tasks some cases train on)
+    import flantune.tasks  # noqa: F401  (the demo tasks some cases train on)
 
     outcomes = []
     for case in all_cases():

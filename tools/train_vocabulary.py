@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mixture", action="append", default=[],
                         help="a task or mixture name (repeatable)")
-    parser.add_argument("--module_import", action="append", default=["tasks"],
-                        help="modules that register the tasks (default: tasks)")
+    parser.add_argument("--module_import", action="append", default=["flantune.tasks"],
+                        help="modules that register the tasks (default: flantune.tasks)")
     parser.add_argument("--text_file", action="append", default=[],
                         help="a UTF-8 text file, one document per line (repeatable)")
     parser.add_argument("--examples", type=int, default=20_000)

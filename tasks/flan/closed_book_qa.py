@@ -13,7 +13,8 @@ from typing import Any
 from flantune.data import Template
 from flantune.data.errors import RecordError
 from flantune.metrics import accuracy, option_answer, reference_answers, squad
-from tasks.flan.common import CLOSED_BOOK_QA, TfdsDataset, reference_list, register
+
+from .common import CLOSED_BOOK_QA, TfdsDataset, reference_list, register
 
 ARC_TEMPLATES = (
     Template("{question}\n\n{options_}", "{answer}", name="arc_plain", requires_options=True),

@@ -10,7 +10,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import accuracy, option_answer
-from tasks.flan.common import COMMONSENSE, TfdsDataset, label_text, register
+
+from .common import COMMONSENSE, TfdsDataset, label_text, register
 
 COPA_TEMPLATES = (
     Template("{premise} What was the {question}?\n{options_}", "{answer}",

@@ -11,7 +11,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import accuracy, option_answer
-from tasks.flan.common import COREFERENCE, TfdsDataset, classification, label_text, register
+
+from .common import COREFERENCE, TfdsDataset, classification, label_text, register
 
 WSC_TEMPLATES = (
     Template("{text}\n\nIn the sentence above, does \"{pronoun}\" refer to \"{noun}\"?\n"

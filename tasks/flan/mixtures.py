@@ -24,7 +24,8 @@ import seqio
 from flantune.data import examples_proportional, registered_flan_tasks
 from flantune.data.tasks import FlanTask
 from flantune.data.variants import Variant
-from tasks.flan import (  # noqa: F401 - registers the tasks mixed here
+
+from . import (  # noqa: F401 - registers the tasks mixed here
     closed_book_qa,
     commonsense,
     coreference,
@@ -36,7 +37,7 @@ from tasks.flan import (  # noqa: F401 - registers the tasks mixed here
     summarization,
     translation,
 )
-from tasks.flan.common import CLUSTERS, DATASETS
+from .common import CLUSTERS, DATASETS
 
 FLAN2021_CAP = 3000
 FLAN2022_CAP = 30_000

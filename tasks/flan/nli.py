@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from flantune.data import Template
 from flantune.metrics import accuracy, macro_f1, option_answer
-from tasks.flan.common import NLI, TfdsDataset, classification, register
+
+from .common import NLI, TfdsDataset, classification, register
 
 THREE_WAY = ("yes", "it is not possible to tell", "no")
 TWO_WAY = ("yes", "no")

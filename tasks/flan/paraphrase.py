@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from flantune.data import Template
 from flantune.metrics import accuracy, macro_f1, option_answer, positive_f1
-from tasks.flan.common import PARAPHRASE, TfdsDataset, classification, register
+
+from .common import PARAPHRASE, TfdsDataset, classification, register
 
 TEMPLATES = (
     Template("Do these two sentences mean the same thing?\n{first}\n{second}\n\n{options_}",

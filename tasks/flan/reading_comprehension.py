@@ -13,7 +13,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import accuracy, macro_f1, option_answer, reference_answers, squad
-from tasks.flan.common import (
+
+from .common import (
     READING_COMPREHENSION,
     TfdsDataset,
     classification,

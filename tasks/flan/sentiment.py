@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from flantune.data import Template
 from flantune.metrics import accuracy, option_answer
-from tasks.flan.common import SENTIMENT, TfdsDataset, classification, register
+
+from .common import SENTIMENT, TfdsDataset, classification, register
 
 TEMPLATES = (
     Template("{text}\n\nIs the sentiment of this review positive or negative?\n{options_}",

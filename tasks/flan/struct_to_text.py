@@ -11,7 +11,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import reference_answers, rouge
-from tasks.flan.common import STRUCT_TO_TEXT, TfdsDataset, register
+
+from .common import STRUCT_TO_TEXT, TfdsDataset, register
 
 
 def _with_references(record: dict[str, Any], target: str) -> dict[str, Any]:

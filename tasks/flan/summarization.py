@@ -10,7 +10,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import reference_answers, rouge
-from tasks.flan.common import SUMMARIZATION, TfdsDataset, register
+
+from .common import SUMMARIZATION, TfdsDataset, register
 
 TEMPLATES = (
     Template("{document}\n\nSummarize the text above.", "{summary}", name="sum_above"),

@@ -12,7 +12,8 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.metrics import bleu, reference_answers
-from tasks.flan.common import TRANSLATION, TfdsDataset, register
+
+from .common import TRANSLATION, TfdsDataset, register
 
 TEMPLATES = (
     Template("Translate from {source_language} to {target_language}:\n\n{source}", "{target}",

@@ -6,7 +6,7 @@ import gin
 import pytest
 import seqio
 
-import tasks  # noqa: F401  (registers the demo tasks)
+import flantune.tasks  # noqa: F401  (registers the demo tasks)
 from flantune.data import DataError
 from flantune.data.ablation import (
     ablation_mixture,

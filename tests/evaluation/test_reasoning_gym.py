@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tasks  # noqa: F401
+import flantune.tasks  # noqa: F401
 from flantune.evaluation import load_examples
 from flantune.evaluation.reasoning_gym import (
     RecordTarget,

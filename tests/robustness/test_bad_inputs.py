@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import tasks  # noqa: F401  (demo tasks the checkpoint cases train on)
+import flantune.tasks  # noqa: F401  (demo tasks the checkpoint cases train on)
 from tests.robustness.cases import all_cases, run_case
 
 CASES = all_cases()

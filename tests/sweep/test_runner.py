@@ -118,7 +118,7 @@ def test_cli_needs_an_axis_and_a_directory(tmp_path, capsys):
 
 
 def test_cluster_means_group_tasks_by_their_cluster_label():
-    import tasks  # noqa: F401  (registers the demo tasks and their clusters)
+    import flantune.tasks  # noqa: F401  (registers the demo tasks and their clusters)
     from flantune.sweep.report import cluster_means
 
     means = cluster_means({"rg_gcd_zsnoopt/rg_score": 10.0, "rg_lcm_zsnoopt/rg_score": 30.0,
@@ -130,7 +130,7 @@ def test_cluster_means_group_tasks_by_their_cluster_label():
 def test_shipped_sweeps_parse_and_name_their_mixtures(name):
     import gin
 
-    import tasks  # noqa: F401
+    import flantune.tasks  # noqa: F401
     from flantune.sweep.grid import axes_from_mapping, variants
 
     gin.clear_config()

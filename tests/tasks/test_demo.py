@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tasks.demo as demo
+import flantune.tasks.demo as demo
 from flantune.data import task_shares
 from flantune.data.report import mixture_report
 from flantune.data.tasks import flan_task_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tasks.examples  # noqa: F401
+import flantune.tasks.examples  # noqa: F401
 from flantune.data import BatchIterator
 from flantune.data.tasks import flan_task_for
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-import tasks.flan  # noqa: F401 - registers the library
+import flantune.tasks.flan  # noqa: F401 - registers the library
 from flantune.data import TfdsSource
 from flantune.data.errors import DataError
 from flantune.data.tasks import flan_task_for
-from tasks.flan.common import DATASETS
+from flantune.tasks.flan.common import DATASETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_library_needs_no_data(tmp_path):
-    code = ("import tasks.flan, seqio; from tasks.flan.common import DATASETS; "
+    code = ("import flantune.tasks.flan, seqio; from flantune.tasks.flan.common import DATASETS; "
             "print(len(DATASETS), 'flan2021_without_nli' in seqio.MixtureRegistry.names())")
     env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "empty"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
@@ -82,7 +82,7 @@ def test_inspecting_a_mixture_without_its_data_is_a_clear_error(capsys):
 
     if tfds.builder(DATASETS["anli_r1"].name).is_prepared():
         pytest.skip("anli/r1 is prepared on this machine")
-    code = cli.main(["inspect", "flan2021_heldout_nli", "--module_import=tasks.flan",
+    code = cli.main(["inspect", "flan2021_heldout_nli", "--module_import=flantune.tasks.flan",
                      "--examples", "10"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err

@@ -13,7 +13,7 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-import tasks.flan  # noqa: F401 - registers the library
+import flantune.tasks.flan  # noqa: F401 - registers the library
 from flantune.data import BatchIterator, task_shares
 from flantune.data.sources import to_python
 from flantune.data.tasks import flan_task_for
@@ -21,8 +21,8 @@ from flantune.data.templates import render
 from flantune.data.variants import Variant
 from flantune.evaluation.examples import load_examples
 from flantune.metrics import accuracy, bleu, macro_f1, rouge, squad
-from tasks.flan.common import CLUSTERS, DATASETS
-from tasks.flan.mixtures import FLAN2021_CAP, VARIANT_WEIGHTS, library_tasks
+from flantune.tasks.flan.common import CLUSTERS, DATASETS
+from flantune.tasks.flan.mixtures import FLAN2021_CAP, VARIANT_WEIGHTS, library_tasks
 
 TASKS = sorted(DATASETS)
 RECORDS = 4  # per split, for most datasets

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-import tasks.flan  # noqa: F401 - registers the library
+import flantune.tasks.flan  # noqa: F401 - registers the library
 from flantune.data import TfdsSource
 from flantune.data.tasks import flan_task_for
 from flantune.data.variants import Variant
 from flantune.metrics import accuracy, squad
-from tasks.flan.common import DATASETS
+from flantune.tasks.flan.common import DATASETS
 
 # TFDS 4.9 imports importlib_resources while preparing any dataset (even on Python >= 3.9,
 # where its metadata does not require it): without it `tfds build` fails too.
