@@ -2,7 +2,7 @@
 
 t5x conventions: ``--gin_file=F`` (repeatable), ``--gin.NAME=VALUE`` bindings and macros
 (``--gin.MIXTURE_OR_TASK_NAME="'demo'"``), ``--gin_search_path=DIR``; task modules are imported
-with ``--module_import`` (default: ``tasks``, flantune's own task definitions).
+with ``--module_import`` (default: ``flantune.tasks``, flantune's own task definitions).
 """
 
 from __future__ import annotations
@@ -68,11 +68,13 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def default_search_paths() -> list[str]:
-    """The working directory and flantune's own checkout (where ``gin_configs/`` lives)."""
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The working directory, then where flantune's ``gin_configs/`` lives: the checkout's top
+    level (a source or editable install) or inside the installed package (a wheel)."""
+    package = os.path.dirname(os.path.abspath(__file__))
     paths = [os.getcwd()]
-    if os.path.isdir(os.path.join(checkout, "gin_configs")) and checkout not in paths:
-        paths.append(checkout)
+    for root in (os.path.dirname(package), package):
+        if os.path.isdir(os.path.join(root, "gin_configs")) and root not in paths:
+            paths.append(root)
     return paths
 
 
@@ -111,7 +113,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin_search_path", action="append", default=[],
                         help="directory searched for gin files")
     parser.add_argument("--module_import", action="append", default=None,
-                        help="module registering tasks/mixtures (default: tasks)")
+                        help=f"module registering tasks/mixtures (default: {TASK_MODULE})")
 
 
 def _feature_lengths(text: str) -> dict[str, int]:
@@ -199,8 +201,10 @@ def _macro(name: str, default=None):
     return value
 
 
+# The module registering flantune's own tasks (the checkout's tasks/, installed as flantune.tasks).
+TASK_MODULE = "flantune.tasks"
 # The module registering flantune's task library (FLAN datasets from TFDS).
-LIBRARY_MODULE = "tasks.flan"
+LIBRARY_MODULE = "flantune.tasks.flan"
 
 
 def run_inspect_library(args: argparse.Namespace) -> None:
@@ -340,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(rest)
         parse_gin(args.gin_file, bindings, args.gin_search_path)
         vocabulary()
-        import_modules(args.module_import or ["tasks"])
+        import_modules(args.module_import or [TASK_MODULE])
         if args.command == "inspect":
             run_inspect(args)
         elif args.command == "train":
