@@ -19,6 +19,12 @@ def _check_choice(owner: str, field: str, value: str, choices: tuple[str, ...]) 
         raise ValueError(f"{owner}.{field}={value!r} is not supported; choose one of {choices}.")
 
 
+def _check_rate(owner: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}.dropout_rate={value!r} must be in [0, 1) "
+                         "(t5x's DROPOUT_RATE; 0 turns dropout off).")
+
+
 def _check_dtype(owner: str, field: str, value: str) -> None:
     try:
         jnp.dtype(value)
@@ -57,6 +63,7 @@ class T5Config:
     def __post_init__(self) -> None:
         _check_choice("T5Config", "mlp_activation", self.mlp_activation, ACTIVATIONS)
         _check_choice("T5Config", "attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
+        _check_rate("T5Config", self.dropout_rate)
         _check_dtype("T5Config", "param_dtype", self.param_dtype)
         _check_dtype("T5Config", "dtype", self.dtype)
 
@@ -105,6 +112,7 @@ class DecoderConfig:
         _check_choice("DecoderConfig", "attention_kernel", self.attention_kernel,
                       ATTENTION_KERNELS)
         _check_choice("DecoderConfig", "family", self.family, ("llama", "mistral"))
+        _check_rate("DecoderConfig", self.dropout_rate)
         _check_dtype("DecoderConfig", "param_dtype", self.param_dtype)
         _check_dtype("DecoderConfig", "dtype", self.dtype)
         if self.num_heads % self.num_kv_heads:

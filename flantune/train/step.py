@@ -34,7 +34,6 @@ class StepConfig:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     num_microbatches: int = 1
     num_tasks: int = 0  # > 0: per-task loss from ``decoder_task_ids``
-    dropout: bool = False  # dropout on (uses the model config's dropout rate)
     # A step whose loss or gradient norm is NaN/Inf leaves parameters and optimizer state as
     # they were (the step still counts and consumes its batch); metrics["nonfinite"] flags it.
     skip_nonfinite: bool = True
@@ -65,14 +64,17 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                     ) -> Callable[[PyTree, Batch], tuple[PyTree, dict[str, jax.Array]]]:
     """``step(state, batch) -> (state, metrics)``; jit it with the state's shardings."""
     family = spec.family
+    dropout = spec.config.dropout_rate > 0.0
 
     def sums_and_grads(params: PyTree, batch: Batch, rng: jax.Array, normalize: bool):
         """Loss sums and gradients of the summed loss, or with `normalize` of the loss divided
         by this batch's denominator (one pass fewer over the gradients than dividing them)."""
         def loss_fn(p: PyTree):
             model = spec.merge(p)
-            logits = model(**model_inputs(batch, family), deterministic=not config.dropout,
-                           dropout_rng=rng if config.dropout else None)
+            # The model config's dropout_rate applies in training, as in t5x (evaluation,
+            # scoring and decoding call the model deterministically).
+            logits = model(**model_inputs(batch, family), deterministic=not dropout,
+                           dropout_rng=rng if dropout else None)
             sums = loss_sums(logits, batch["decoder_target_tokens"],
                              batch["decoder_loss_weights"], config.loss,
                              segment_ids=batch.get("decoder_segment_ids"),

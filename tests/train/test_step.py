@@ -72,3 +72,36 @@ def test_loss_falls_on_a_repeated_batch(config):
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.5 * losses[0]
     assert int(state["step"]) == 25
+
+
+@pytest.mark.parametrize("config", [T5, LLAMA], ids=["t5", "llama"])
+def test_the_model_dropout_rate_applies_in_training_only(config):
+    """t5x: a configured dropout rate trains with dropout; evaluation never uses it."""
+    import dataclasses
+
+    from flantune.train.step import make_eval_loss
+
+    state, data, plain = _setup(config, optax.sgd(0.1))
+    _, _, dropped = _setup(dataclasses.replace(config, dropout_rate=0.5), optax.sgd(0.1))
+    batch = {k: jnp.asarray(v) for k, v in next(data).items()}
+    _, metrics_plain = plain(state, batch)
+    _, metrics_dropped = dropped(state, batch)
+    assert float(metrics_dropped["loss"]) != pytest.approx(float(metrics_plain["loss"]),
+                                                           rel=1e-3)
+    # Two steps from the same state draw different masks (the state's RNG moves on).
+    after, first = dropped(state, batch)
+    _, second = dropped({**state, "rng": after["rng"]}, batch)
+    assert float(first["loss"]) != float(second["loss"])
+    eval_plain = make_eval_loss(ModelSpec.from_config(config), StepConfig())
+    eval_dropped = make_eval_loss(
+        ModelSpec.from_config(dataclasses.replace(config, dropout_rate=0.5)), StepConfig())
+    a = jax.jit(eval_plain)(state["params"], batch)
+    b = jax.jit(eval_dropped)(state["params"], batch)
+    np.testing.assert_array_equal(np.asarray(a["loss"]), np.asarray(b["loss"]))
+
+
+def test_dropout_rate_out_of_range_is_an_error():
+    import dataclasses
+
+    with pytest.raises(ValueError, match=r"dropout_rate=1\.0 must be in \[0, 1\)"):
+        dataclasses.replace(T5, dropout_rate=1.0)
