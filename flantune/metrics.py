@@ -84,16 +84,28 @@ def macro_f1(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+# The official TriviaQA script also treats typographic quotes, accents, backquotes and
+# underscores as punctuation, and replaces punctuation by a space instead of deleting it.
+_TRIVIA_QA_PUNCTUATION = frozenset(string.punctuation + "\u2018\u2019\u00b4`_")
 
 
 def squad_normalize(text: str) -> str:
     """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in str(text).lower() if ch not in set(string.punctuation))
+    text = "".join(ch for ch in str(text).lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def trivia_qa_normalize(text: str) -> str:
+    """TriviaQA's answer normalization (T5's ``normalize_trivia_qa``): lower case, punctuation
+    (with quotes and underscores) replaced by spaces, no articles, single spaces."""
+    text = "".join(" " if ch in _TRIVIA_QA_PUNCTUATION else ch for ch in str(text).lower())
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def _token_f1(reference: str, prediction: str) -> float:
-    ref, pred = squad_normalize(reference).split(), squad_normalize(prediction).split()
+    """Token F1 of two normalized answers."""
+    ref, pred = reference.split(), prediction.split()
     common = collections.Counter(ref) & collections.Counter(pred)
     overlap = sum(common.values())
     if not ref or not pred:
@@ -104,18 +116,31 @@ def _token_f1(reference: str, prediction: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
-    """SQuAD v1.1 exact match and token F1 (best over each example's reference answers),
-    times 100. A target may be one answer or a list of them."""
-    _check_lengths("squad", targets, predictions)
+def _qa_scores(name: str, normalize: Callable[[str], str], targets: Sequence[Any],
+               predictions: Sequence[str]) -> dict[str, float]:
+    """Exact match and token F1, best over each example's references, times 100."""
+    _check_lengths(name, targets, predictions)
     if not targets:
         return {"em": 0.0, "f1": 0.0}
     em = f1 = 0.0
     for target, prediction in zip(targets, predictions, strict=True):
-        references = _references(target)
-        em += max(float(squad_normalize(r) == squad_normalize(prediction)) for r in references)
+        references = [normalize(r) for r in _references(target)]
+        prediction = normalize(prediction)
+        em += max(float(r == prediction) for r in references)
         f1 += max(_token_f1(r, prediction) for r in references)
     return {"em": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}
+
+
+def squad(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+    """SQuAD v1.1 exact match and token F1 (best over each example's reference answers),
+    times 100. A target may be one answer or a list of them."""
+    return _qa_scores("squad", squad_normalize, targets, predictions)
+
+
+def trivia_qa(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+    """Exact match and token F1 after :func:`trivia_qa_normalize` (best over each example's
+    references), times 100: T5's and FLAN's metric for TriviaQA and Natural Questions."""
+    return _qa_scores("trivia_qa", trivia_qa_normalize, targets, predictions)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -228,18 +253,29 @@ def reference_answers(text: str | bytes, example: Mapping[str, Any] | None = Non
     return out if text in out else [text, *out]
 
 
-def positive_f1(positive: str, name: str = "f1") -> Callable[[Sequence[Any], Sequence[Any]],
-                                                             dict[str, float]]:
-    """F1 of one class (GLUE reports it for MRPC and QQP, with the paraphrase label positive),
-    times 100, under the key ``name``."""
+def positive_f1(positive: str, negative: str, name: str = "f1"
+                ) -> Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]:
+    """F1 of the class ``positive`` of a two-class task (GLUE reports it for MRPC and QQP, with
+    the paraphrase label positive), times 100, under the key ``name``.
+
+    A prediction that is neither ``positive`` nor ``negative`` counts as wrong whatever the
+    target: a false negative on a positive example, a false positive on a negative one (T5's
+    ``f1_score_with_invalid``).
+    """
 
     def metric(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
         _check_lengths(name, targets, predictions)
-        pairs = [(str(t) == positive, str(p) == positive)
-                 for t, p in zip(targets, predictions, strict=True)]
-        tp = sum(t and p for t, p in pairs)
-        fp = sum(p and not t for t, p in pairs)
-        fn = sum(t and not p for t, p in pairs)
+        tp = fp = fn = 0
+        for target, prediction in zip(targets, predictions, strict=True):
+            target, prediction = str(target), str(prediction)
+            if target not in (positive, negative):
+                raise ValueError(f"{name}: target {target!r} is neither the positive label "
+                                 f"{positive!r} nor the negative one {negative!r}.")
+            says_positive = (prediction == positive if prediction in (positive, negative)
+                             else target != positive)
+            tp += target == positive and says_positive
+            fp += target != positive and says_positive
+            fn += target == positive and not says_positive
         return {name: 0.0 if tp == 0 else 100.0 * 2 * tp / (2 * tp + fp + fn)}
 
     metric.__name__ = f"positive_f1_{positive}"

@@ -15,6 +15,8 @@ from flantune.metrics import (
     rouge,
     squad,
     squad_normalize,
+    trivia_qa,
+    trivia_qa_normalize,
 )
 
 
@@ -88,6 +90,31 @@ def test_reference_answers_give_every_reference_to_the_metric():
 
 def test_positive_f1_scores_one_class():
     # yes: tp 1, fp 1, fn 1 -> 2 / 4.
-    f1 = positive_f1("yes")
+    f1 = positive_f1("yes", negative="no")
     assert f1(["yes", "yes", "no", "no"], ["yes", "no", "yes", "no"]) == {"f1": 50.0}
     assert f1(["no"], ["no"]) == {"f1": 0.0}
+
+
+def test_positive_f1_counts_an_invalid_answer_as_wrong():
+    """T5's f1_score_with_invalid: an answer that is neither label is the opposite of the target,
+    so on a negative example it is a false positive (and on a positive one a false negative)."""
+    f1 = positive_f1("yes", negative="no")
+    # tp 1 (row 0), fn 1 (row 1: "maybe"), fp 1 (row 2: "maybe"), tn (row 3) -> 2 / 4.
+    assert f1(["yes", "yes", "no", "no"], ["yes", "maybe", "maybe", "no"]) == {"f1": 50.0}
+    assert f1(["yes", "no"], ["yes", "It is"]) == {"f1": pytest.approx(100 * 2 / 3)}
+    with pytest.raises(ValueError, match="target 'perhaps' is neither"):
+        f1(["perhaps"], ["yes"])
+
+
+def test_trivia_qa_normalization_drops_quotes_and_underscores():
+    """T5's normalize_trivia_qa: punctuation, typographic quotes, accents, backquotes and
+    underscores become spaces (SQuAD's normalization deletes ASCII punctuation only)."""
+    assert trivia_qa_normalize("\u2018The  Jean-Paul_Sartre\u2019!") == "jean paul sartre"
+    assert squad_normalize("\u2018The  Jean-Paul_Sartre\u2019!") == "\u2018 jeanpaulsartre\u2019"
+    assert trivia_qa_normalize("`Rock \u00b4n\u00b4 roll`") == "rock n roll"
+    got = trivia_qa([["Jean-Paul Sartre", "Sartre"], "New York City"],
+                    ["\u2018jean paul sartre\u2019", "new_york"])
+    # Second example: precision 1, recall 2/3 -> F1 4/5.
+    assert got == {"em": pytest.approx(50.0), "f1": pytest.approx(100 * (1 + 4 / 5) / 2)}
+    assert squad([["Jean-Paul Sartre", "Sartre"]], ["\u2018jean paul sartre\u2019"]) == {
+        "em": 0.0, "f1": 0.0}

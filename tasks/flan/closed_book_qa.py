@@ -3,7 +3,8 @@
 All are in TFDS. TriviaQA is read without its evidence documents (``rc.nocontext``); Natural
 Questions is its open-domain version (``natural_questions_open``: question and short answers),
 as FLAN used it. ARC is multiple choice scored by accuracy; TriviaQA and Natural Questions by
-SQuAD exact match / F1 against every accepted answer (TriviaQA: its aliases).
+exact match / F1 after TriviaQA's answer normalization (as T5 and FLAN score both) against every
+accepted answer (TriviaQA: its aliases).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from flantune.data import Template
 from flantune.data.errors import RecordError
-from flantune.metrics import accuracy, option_answer, reference_answers, squad
+from flantune.metrics import accuracy, option_answer, reference_answers, trivia_qa
 
 from .common import CLOSED_BOOK_QA, TfdsDataset, reference_list, register
 
@@ -87,7 +88,7 @@ def nq_open_record(record: dict[str, Any]) -> dict[str, Any]:
 
 register("trivia_qa", TfdsDataset("trivia_qa/rc.nocontext:1.1.0"), templates=OPEN_QA_TEMPLATES,
          cluster=CLOSED_BOOK_QA, record_fn=trivia_qa_record, postprocess_fn=reference_answers,
-         metric_fns=(squad,))
+         metric_fns=(trivia_qa,))
 register("natural_questions", TfdsDataset("natural_questions_open:1.0.0"),
          templates=OPEN_QA_TEMPLATES, cluster=CLOSED_BOOK_QA, record_fn=nq_open_record,
-         postprocess_fn=reference_answers, metric_fns=(squad,))
+         postprocess_fn=reference_answers, metric_fns=(trivia_qa,))

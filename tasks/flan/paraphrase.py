@@ -2,7 +2,7 @@
 
 All are in TFDS; GLUE test splits are unlabeled, so ``validation`` is the evaluation split.
 Scored by accuracy and, as GLUE reports them, F1 of the "yes" (paraphrase) class for MRPC and
-QQP; PAWS by accuracy and macro F1.
+QQP (an answer that is neither option counts as wrong, as in T5); PAWS by accuracy and macro F1.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def paraphrase(name: str, dataset: TfdsDataset, templates, rename, metric_fns=(a
                     postprocess_fn=option_answer, metric_fns=metric_fns)
 
 
-GLUE_METRICS = (accuracy, positive_f1("yes"))
+GLUE_METRICS = (accuracy, positive_f1("yes", negative="no"))
 
 
 paraphrase("mrpc", TfdsDataset("glue/mrpc:2.0.0", label_names=("not_equivalent",

@@ -20,7 +20,7 @@ from flantune.data.tasks import flan_task_for
 from flantune.data.templates import render
 from flantune.data.variants import Variant
 from flantune.evaluation.examples import load_examples
-from flantune.metrics import accuracy, bleu, macro_f1, rouge, squad
+from flantune.metrics import accuracy, bleu, macro_f1, rouge, squad, trivia_qa
 from flantune.tasks.flan.common import CLUSTERS, DATASETS
 from flantune.tasks.flan.mixtures import FLAN2021_CAP, VARIANT_WEIGHTS, library_tasks
 
@@ -202,7 +202,8 @@ def test_plain_seqio_reads_library_tasks(name):
 def test_metrics_are_the_ones_the_papers_report():
     by_name = {name: set(flan_task_for(name)[0].metric_fns) for name in TASKS}
     assert by_name["cb"] == {accuracy, macro_f1}
-    assert by_name["squad_v1"] == by_name["trivia_qa"] == {squad}
+    assert by_name["squad_v1"] == {squad}
+    assert by_name["trivia_qa"] == by_name["natural_questions"] == {trivia_qa}  # as in T5
     assert by_name["xsum"] == by_name["common_gen"] == {rouge}
     assert by_name["wmt16_de_en"] == {bleu}
     assert by_name["copa"] == by_name["sst2"] == {accuracy}
