@@ -49,10 +49,11 @@ def configured_vocabulary_path() -> str:
 def check_vocabulary_file(path: str) -> None:
     """Raises a DataError unless ``path`` is a loadable SentencePiece model with T5 ids."""
     if not Path(path).is_file():
+        problem = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
         raise DataError(
-            f"Vocabulary file '{path}' does not exist. Point the vocabulary at a SentencePiece "
-            "model (e.g. --gin.flantune.data.set_vocabulary.path=...), or train one with "
-            "tools/train_vocabulary.py."
+            f"Vocabulary file '{path}' {problem}. Point the vocabulary at a SentencePiece "
+            "model file (e.g. --gin.flantune.vocabulary.path=\"'/path/spiece.model'\"), or "
+            "train one with tools/train_vocabulary.py."
         )
     processor = spm.SentencePieceProcessor()
     try:

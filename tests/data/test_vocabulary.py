@@ -51,8 +51,10 @@ def test_shipped_demo_vocabulary_is_valid():
 
 
 def test_bad_vocabulary_files(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist.*flantune.vocabulary.path="):
         set_vocabulary(tmp_path / "missing.model")
+    with pytest.raises(DataError, match=r"is a directory, not a file.*flantune.vocabulary.path="):
+        set_vocabulary(tmp_path)
     garbage = tmp_path / "garbage.model"
     garbage.write_bytes(b"\x00\x01 not a model")
     with pytest.raises(DataError, match="not a SentencePiece model"):
