@@ -117,6 +117,22 @@ def test_jsonl_utf8_byte_offset_is_exact(tmp_path):
     assert path.read_bytes()[19] == 0xFF
 
 
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""])
+def test_jsonl_line_cut_inside_a_utf8_character_is_reported_as_truncated(tmp_path, ending):
+    line = '{"text": "naïve café"}'.encode()
+    cut = line[:line.index("é".encode()) + 1]  # the first of é's two bytes
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(line + b"\n" + cut + ending)
+    with pytest.raises(RecordError) as info:
+        len(JsonlSource(path))
+    text = str(info.value)
+    assert "cut.jsonl:2] the line is truncated: it ends inside a UTF-8 character" in text
+    assert f"(bytes b'\\xc3' at byte {len(cut)} of the line (file byte offset " \
+           f"{len(line) + len(cut)})" in text, text
+    assert "iconv" not in text and "latin" not in text
+    assert path.read_bytes()[len(line) + len(cut)] == 0xC3
+
+
 def test_jsonl_skip_mode_counts_and_reports_once(caplog):
     path = str(FIXTURES / "broken.jsonl")
     with caplog.at_level(logging.WARNING, logger="flantune.data.sources"):

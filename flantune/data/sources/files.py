@@ -102,15 +102,22 @@ class JsonlSource(RecordSource):
     @staticmethod
     def _parse(data: bytes, offset: int) -> Any:
         """One line's JSON value; RecordError (without location) if it is not valid."""
+        line = data.rstrip(b"\r\n")
         try:
-            text = data.decode("utf-8")
+            text = line.decode("utf-8")
         except UnicodeDecodeError as err:
+            where = f"at byte {err.start + 1} of the line (file byte offset {offset + err.start})"
+            if err.reason == "unexpected end of data":  # a multi-byte character cut short
+                raise RecordError(
+                    f"the line is truncated: it ends inside a UTF-8 character (bytes "
+                    f"{line[err.start:]!r} {where}), so it was cut short, e.g. by an interrupted "
+                    "download or a split at a byte count; restore the full line or remove it"
+                ) from None
             raise RecordError(
-                f"invalid UTF-8 byte {data[err.start:err.start + 1]!r} at byte {err.start + 1} of "
-                f"the line (file byte offset {offset + err.start}); re-encode the file as UTF-8, "
-                "e.g. `iconv -f latin1 -t utf-8`") from None
+                f"invalid UTF-8 byte {line[err.start:err.start + 1]!r} {where}; re-encode the "
+                "file as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
         try:
-            return json.loads(text.rstrip("\r\n"))
+            return json.loads(text)
         except json.JSONDecodeError as err:
             raise RecordError(f"malformed JSON at column {err.colno}: {err.msg}") from None
 
