@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-if TYPE_CHECKING:
-    from flantune.sweep.report import VariantResult
+from flantune.sweep.results import VariantResult  # noqa: E402
 
 
 def _label(value: Any) -> str:

@@ -9,31 +9,17 @@ checkpoint's data position (realized mixture shares), and ``operative_config.gin
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+from flantune.sweep import plots
 from flantune.sweep.grid import SweepError
+from flantune.sweep.results import VariantResult
 from flantune.sweep.runner import SWEEP_FILE, variant_record
 from flantune.train.loop import MIXTURE_FILE
 from flantune.train.metric_writers import METRICS_JSONL, read_metrics
-
-
-@dataclasses.dataclass
-class VariantResult:
-    name: str
-    bindings: dict[str, Any]
-    status: str
-    model_dir: Path
-    seed: int | None = None
-    losses: dict[int, float] = dataclasses.field(default_factory=dict)
-    eval_step: int | None = None
-    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    realized_shares: dict[str, float] = dataclasses.field(default_factory=dict)
-    expected_shares: dict[str, float] = dataclasses.field(default_factory=dict)
-    cluster_means: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def task_cluster(task: str) -> str | None:
@@ -194,8 +180,6 @@ def markdown(definition: dict[str, Any], results: list[VariantResult],
 
 def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     """Writes report.md, results.csv and the plots into SWEEP_DIR; returns their paths."""
-    from flantune.sweep import plots
-
     sweep_dir = Path(sweep_dir)
     definition, results = collect(sweep_dir)
     if not results:
