@@ -5,6 +5,11 @@ from flantune.host_memory import tune_malloc
 
 tune_malloc()
 
+# SeqIO imports TensorFlow: load it now, without its C++ start-up lines on stderr.
+from flantune.quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+
 from flantune.data import (  # noqa: E402
     FewShotConfig,
     Template,

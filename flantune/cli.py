@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 import gin
 
 from flantune.data.errors import DataError
+from flantune.data.mixtures import get_provider
 from flantune.data.vocabulary import set_vocabulary
+from flantune.gin_checks import GinSettingError, check_t5x_macros, unused_settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,6 +57,32 @@ def check_required_macros(names: Sequence[str] = REQUIRED_MACROS) -> None:
             "--gin.MODEL_DIR=\"'runs/demo'\").")
 
 
+def check_run_config(configurable: str, run_file: str) -> None:
+    """One clear line when the gin files bind a run's macros but no run config reads them (the
+    ``include`` of gin_configs/runs/*.gin is missing)."""
+    try:
+        gin.query_parameter(f"{configurable}.model_dir" if configurable.endswith("train_config")
+                            else f"{configurable}.checkpoint_path")
+    except ValueError:
+        raise CliError(f"No run configuration: the gin files never configure {configurable}, "
+                       f"so macros such as MODEL_DIR would be ignored. Add "
+                       f"--gin_file={run_file} (or include '{run_file}' in your gin file)."
+                       ) from None
+
+
+# Macros the command line reads itself (gin.query_parameter records no read).
+READ_BY_CLI = ("MIXTURE_OR_TASK_MODULE",)
+
+
+def warn_unused_settings(command: str) -> None:
+    """Prints every gin macro and binding that the command's configuration did not read."""
+    unused = unused_settings(also_read=READ_BY_CLI)
+    if unused:
+        print(f"flantune {command}: warning: {len(unused)} gin setting(s) that nothing reads "
+              "(a typo, or a setting for another command):\n  " + "\n  ".join(unused),
+              file=sys.stderr)
+
+
 def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separates ``--gin.NAME=VALUE`` bindings (argparse cannot express them) from the rest."""
     bindings, rest = [], []
@@ -78,8 +108,24 @@ def default_search_paths() -> list[str]:
     return paths
 
 
+class _GinLookupFilter(logging.Filter):
+    """Drops gin's ``ERROR:root:Path not found`` lines: gin logs one for every search path a
+    file is not in while it looks for the one it is in (a file found nowhere is an error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+                    and str(record.msg).startswith("Path not found"))
+
+
+def _quiet_gin_lookups() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _GinLookupFilter) for f in root.filters):
+        root.addFilter(_GinLookupFilter())
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str]) -> None:
     """Parses gin files and bindings, turning gin's errors into ones naming the culprit."""
+    _quiet_gin_lookups()
     search_paths = [*search_paths, *default_search_paths()]
     for path in search_paths:
         gin.add_config_file_search_path(path)
@@ -97,23 +143,99 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         except Exception as err:  # noqa: BLE001
             raise CliError(f"Bad gin binding --gin.{binding.replace(' = ', '=', 1)}: "
                            f"{type(err).__name__}: {err}") from None
+    try:
+        check_t5x_macros()
+    except GinSettingError as err:
+        raise CliError(str(err)) from None
+
+
+def task_modules(requested: Sequence[str] | None) -> list[str]:
+    """The task modules a command imports: flantune's own, then MIXTURE_OR_TASK_MODULE (t5x's
+    macro) and every ``--module_import`` (they add to the default, they do not replace it)."""
+    modules = [TASK_MODULE]
+    extra = _macro("MIXTURE_OR_TASK_MODULE")
+    for module in [*([extra] if extra else []), *(requested or [])]:
+        if module not in modules:
+            modules.append(module)
+    return modules
 
 
 def import_modules(modules: Sequence[str]) -> None:
+    """Imports task modules; the working directory is importable, as with ``python -m``."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            raise CliError(f"Cannot import task module '{module}' ({err}). Pass the module that "
-                           "registers your tasks with --module_import=package.module.") from None
+            if err.name and module.startswith(err.name) or err.name == module:
+                raise CliError(f"Cannot import task module '{module}' ({err}; searched the "
+                               f"working directory {os.getcwd()} and the installed packages). "
+                               "Pass the module that registers your tasks with "
+                               "--module_import=package.module.") from None
+            raise CliError(f"Task module '{module}' failed to import: {err}.") from None
+        except (ValueError, KeyError) as err:  # seqio's registries: e.g. a duplicate name
+            raise CliError(registration_error(module, err)) from None
+
+
+def registration_error(module: str, err: Exception) -> str:
+    """What went wrong when `module` registered its tasks, naming its file and line and, for a
+    mixture over an unregistered name (seqio: "Provider name not registered"), the mixture."""
+    import traceback
+
+    import seqio
+
+    frames = list(traceback.walk_tb(err.__traceback__))
+    user = [(f, line) for f, line in frames if "site-packages" not in f.f_code.co_filename
+            and os.path.abspath(f.f_code.co_filename) != os.path.abspath(__file__)]
+    where = f" ({user[-1][0].f_code.co_filename}:{user[-1][1]})" if user else ""
+    missing = re.fullmatch(r"Provider name not registered: (.+)", str(err))
+    if missing:
+        mixture = next((f.f_locals.get("name") for f, _ in frames
+                        if isinstance(f.f_locals.get("self"), seqio.Mixture)), None)
+        try:
+            get_provider(missing.group(1))
+        except DataError as unknown:
+            detail = str(unknown)
+        else:
+            detail = "it is registered now, so register it before the mixture"
+        return (f"Task module '{module}'{where}: mixture '{mixture}' refers to "
+                f"'{missing.group(1)}', which is not a registered task or mixture. {detail}")
+    return (f"Task module '{module}'{where} failed to register its tasks: "
+            f"{type(err).__name__}: {err}")
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin_file", action="append", default=[], help="gin config file")
     parser.add_argument("--gin_search_path", action="append", default=[],
                         help="directory searched for gin files")
+    # t5x's spellings: a comma-separated list of search paths, and repeatable NAME=VALUE.
+    parser.add_argument("--gin_search_paths", action="append", default=[],
+                        help="comma-separated directories searched for gin files (t5x)")
+    parser.add_argument("--gin_bindings", action="append", default=[],
+                        help="a gin binding NAME=VALUE (t5x; same as --gin.NAME=VALUE)")
     parser.add_argument("--module_import", action="append", default=None,
-                        help=f"module registering tasks/mixtures (default: {TASK_MODULE})")
+                        help=f"a module registering tasks/mixtures, imported after "
+                             f"{TASK_MODULE} (repeatable; the working directory is importable)")
+
+
+def search_paths(args: argparse.Namespace) -> list[str]:
+    """--gin_search_path entries, then t5x's comma-separated --gin_search_paths."""
+    paths = list(args.gin_search_path)
+    for text in args.gin_search_paths:
+        paths += [p.strip() for p in text.split(",") if p.strip()]
+    return paths
+
+
+def t5x_bindings(args: argparse.Namespace) -> list[str]:
+    """t5x's --gin_bindings values as "NAME = VALUE" bindings."""
+    out = []
+    for text in args.gin_bindings:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"Malformed --gin_bindings '{text}': write --gin_bindings=NAME=VALUE.")
+        out.append(f"{name.strip()} = {value.strip()}")
+    return out
 
 
 def _feature_lengths(text: str) -> dict[str, int]:
@@ -247,10 +369,12 @@ def run_train(args: argparse.Namespace) -> None:
     multi_process = partitioning.initialize_distributed(
         args.coordinator_address, args.num_processes, args.process_id)
     check_required_macros()
+    check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin")
     try:
         config = gin_config.train_config()
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
+    warn_unused_settings("train")
     write_config(config.model_dir, "config.gin", gin.config_str())
     watchdog = PeerWatchdog(args.peer_timeout_seconds) if multi_process else None
     try:
@@ -273,10 +397,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from flantune.train.checkpoints import CheckpointError
 
     check_required_macros(("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"))
+    check_run_config("flantune.eval_run", f"gin_configs/runs/{args.command}.gin")
     try:
         config = gin_config.eval_run()
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
+    warn_unused_settings(args.command)
     try:
         results, paths = run(config, infer=args.command == "infer")
     except (CheckpointError, TaskEvalError) as err:
@@ -316,7 +442,7 @@ def run_sweep_command(args: argparse.Namespace, bindings: Sequence[str]) -> int:
                            "SWEEP_AXES macro in the gin file.")
         config = SweepConfig(sweep_dir=str(sweep_dir), gin_files=tuple(args.gin_file),
                              axes=tuple(axes), bindings=tuple(bindings),
-                             gin_search_paths=tuple(args.gin_search_path),
+                             gin_search_paths=tuple(search_paths(args)),
                              module_imports=tuple(args.module_import or ()))
         failed = []
         if not args.report_only:
@@ -340,11 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return convert_main(argv[1:])
     try:
+        gin.clear_config()  # a command reads only its own gin files and bindings
         bindings, rest = split_gin_args(argv)
         args = build_parser().parse_args(rest)
-        parse_gin(args.gin_file, bindings, args.gin_search_path)
+        bindings = [*t5x_bindings(args), *bindings]
+        parse_gin(args.gin_file, bindings, search_paths(args))
         vocabulary()
-        import_modules(args.module_import or [TASK_MODULE])
+        import_modules(task_modules(args.module_import))
         if args.command == "inspect":
             run_inspect(args)
         elif args.command == "train":

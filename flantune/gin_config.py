@@ -9,6 +9,8 @@ else is a binding on the configurables registered here, e.g.
 
 from __future__ import annotations
 
+import dataclasses
+
 import gin
 
 import flantune.partitioning as partitioning
@@ -35,16 +37,36 @@ for _fn in (ablation.ablation_mixture, ablation.cluster_mixture):
 @gin.configurable(module="flantune")
 def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                  task_feature_lengths: dict = gin.REQUIRED, train_steps: int = gin.REQUIRED,
-                 batch_size: int = 32, model=None, optimizer: OptimizerConfig | None = None,
+                 batch_size: int = 128, model=None, optimizer: OptimizerConfig | None = None,
                  step: StepConfig | None = None, checkpoint: CheckpointConfig | None = None,
                  mesh: partitioning.MeshConfig | None = None, rules="data_parallel",
                  initial_checkpoint_path: str | None = None, seed: int = 0,
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
                  progress: bool = True, eval: EvalConfig | None = None,
-                 max_nonfinite_steps: int = 10) -> TrainConfig:
-    """The TrainConfig the gin config describes (the model: a gin model file's selection)."""
+                 max_nonfinite_steps: int = 10, use_cached_tasks: bool = False,
+                 eval_period: int | None = None) -> TrainConfig:
+    """The TrainConfig the gin config describes (the model: a gin model file's selection).
+
+    t5x's macros, with t5x's meaning: RANDOM_SEED (``seed``; an integer, since flantune runs
+    are reproducible), USE_CACHED_TASKS (False: flantune renders tasks as it trains) and
+    EVAL_PERIOD (``eval_period``: the same as EVAL_EVERY_STEPS)."""
     train_steps = _as_int("TRAIN_STEPS", train_steps)
     batch_size = _as_int("BATCH_SIZE", batch_size)
+    if seed is None:
+        raise ValueError("RANDOM_SEED = None asks t5x for a fresh, non-reproducible seed; "
+                         "flantune runs are reproducible: set an integer (e.g. "
+                         "--gin.RANDOM_SEED=0).")
+    seed = _as_int("RANDOM_SEED", seed)
+    if use_cached_tasks:
+        raise ValueError("USE_CACHED_TASKS = True: flantune has no pre-cached tasks; it renders "
+                         "and tokenizes examples while it trains. Set USE_CACHED_TASKS = False.")
+    if eval_period is not None and eval is not None:
+        eval_period = _as_int("EVAL_PERIOD", eval_period)
+        if eval.every_steps not in (0, eval_period):
+            raise ValueError(f"EVAL_PERIOD = {eval_period} and EVAL_EVERY_STEPS = "
+                             f"{eval.every_steps} disagree; they are the same setting (t5x's "
+                             "and flantune's name): set one.")
+        eval = dataclasses.replace(eval, every_steps=eval_period)
     return TrainConfig(
         model_dir=model_dir, mixture_or_task_name=mixture_or_task_name,
         task_feature_lengths=dict(task_feature_lengths), train_steps=train_steps,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
+
 from flantune import cli
 
 FIXTURES = "--module_import=tests.task_fixtures"
@@ -43,3 +49,95 @@ def test_bad_gin_binding_and_file_are_clear_errors(capsys):
     assert "Cannot import task module 'no_such_module'" in capsys.readouterr().err
     assert cli.main(["inspect", "test_reverse", FIXTURES, "--gin.MALFORMED"]) == 2
     assert "--gin.NAME=VALUE" in capsys.readouterr().err
+
+
+def _flantune(*args: str, cwd) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it (its sys.path has no working dir)."""
+    script = os.path.join(os.path.dirname(sys.executable), "flantune")
+    return subprocess.run([script, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+
+
+def test_console_script_imports_a_module_of_the_working_directory_quietly(tmp_path):
+    """--module_import finds a module in the working directory, adds to (does not replace)
+    flantune's own tasks, and a clean run prints nothing but flantune's output: no gin search
+    path lookups, no TensorFlow start-up lines."""
+    (tmp_path / "my_tasks.py").write_text(
+        "import seqio\n\nseqio.MixtureRegistry.add('my_mix', [('rg_gcd', 1.0)])\n")
+    done = _flantune("inspect", "my_mix", "--module_import=my_tasks", "--examples", "20",
+                     "--rendered", "1", "--gin_file=gin_configs/runs/demo.gin", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "members: rg_gcd" in done.stdout
+    assert done.stderr == ""
+
+
+def test_a_mixture_over_an_unknown_name_names_the_mixture_file_and_line(tmp_path):
+    (tmp_path / "bad_tasks.py").write_text(
+        "import seqio\n\nseqio.MixtureRegistry.add('bad_mix', [('rg_gdc', 1.0)])\n")
+    done = _flantune("inspect", "bad_mix", "--module_import=bad_tasks", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "mixture 'bad_mix' refers to 'rg_gdc'" in done.stderr
+    assert "bad_tasks.py:3" in done.stderr and "Did you mean: rg_gcd" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_t5x_flag_spellings(tmp_path, capsys):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "lengths.gin").write_text("TASK_FEATURE_LENGTHS = {'inputs': 20, 'targets': 10}\n")
+    code = cli.main(["inspect", FIXTURES, f"--gin_search_paths=/nonexistent,{configs}",
+                     "--gin_file=lengths.gin", "--gin_bindings=MIXTURE_OR_TASK_NAME = "
+                     "'test_reverse'", "--examples", "50"])
+    out = capsys.readouterr().out
+    assert code == 0 and "test_reverse: 1 tasks" in out and "inputs=20, targets=10" in out
+
+
+def test_a_setting_nothing_reads_is_a_warning_naming_it(tmp_path, capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     f"--gin.MODEL_DIR='{tmp_path}/run'", "--gin.TRAIN_STEP=1",
+                     "--gin.MIXTURE_OR_TASK_NAME='no_such_mixture'"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such_mixture" in err  # stops before training, after the check
+    assert "warning: 1 gin setting(s) that nothing reads" in err
+    assert "TRAIN_STEP = 1 (a macro that no binding refers to; did you mean TRAIN_STEPS?)" in err
+
+
+def test_a_run_gin_without_the_run_include_is_one_clear_line(tmp_path, capsys):
+    run = tmp_path / "run.gin"
+    run.write_text("include 'gin_configs/models/t5_1_1_tiny.gin'\nMODEL_DIR = 'x'\n"
+                   "MIXTURE_OR_TASK_NAME = 'demo'\nTRAIN_STEPS = 3\n"
+                   "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n")
+    assert cli.main(["train", f"--gin_file={run}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "--gin_file=gin_configs/runs/finetune.gin" in err
+
+
+def test_t5x_macros_read_with_t5x_meaning():
+    import gin
+
+    from flantune import gin_config
+
+    gin.clear_config()
+    try:
+        cli.parse_gin(["gin_configs/models/t5_1_1_tiny.gin", "gin_configs/runs/finetune.gin"], [
+            "MODEL_DIR = 'x'", "MIXTURE_OR_TASK_NAME = 'demo'", "TRAIN_STEPS = 5",
+            "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}", "DROPOUT_RATE = 0.3",
+            "Z_LOSS = 0.0", "LABEL_SMOOTHING = 0.1", "LOSS_NORMALIZING_FACTOR = None",
+            "RANDOM_SEED = 7", "EVAL_PERIOD = 50", "EVALUATOR_NUM_EXAMPLES = 9"], [])
+        config = gin_config.train_config()
+        assert config.batch_size == 128  # t5x's BATCH_SIZE default
+        assert config.model.dropout_rate == 0.3 and config.seed == 7
+        loss = config.step.loss
+        assert (loss.z_loss, loss.label_smoothing, loss.constant) == (0.0, 0.1, 1.0)
+        assert loss.normalization.value == "CONSTANT"  # None: the summed loss, as in t5x
+        assert config.eval.every_steps == 50 and config.eval.max_examples_per_task == 9
+        assert cli.unused_settings(also_read=cli.READ_BY_CLI) == []
+        for binding, message in (("RANDOM_SEED = None", "RANDOM_SEED = None"),
+                                 ("USE_CACHED_TASKS = True", "USE_CACHED_TASKS = True")):
+            cli.parse_gin([], [binding], [])
+            with pytest.raises(ValueError, match=message):
+                gin_config.train_config()
+            gin.parse_config("RANDOM_SEED = 7\nUSE_CACHED_TASKS = False")
+    finally:
+        gin.clear_config()

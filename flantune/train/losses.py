@@ -28,10 +28,20 @@ class LossNormalization(enum.Enum):
 class LossConfig:
     z_loss: float = 1e-4  # the T5 v1.1 default
     label_smoothing: float = 0.0
-    normalization: LossNormalization | str = LossNormalization.NUM_REAL_TARGET_TOKENS
+    # Also t5x's LOSS_NORMALIZING_FACTOR values: None (the summed loss, i.e. CONSTANT 1) or a
+    # number (CONSTANT with that divisor).
+    normalization: LossNormalization | str | float | None = (
+        LossNormalization.NUM_REAL_TARGET_TOKENS)
     constant: float | None = None  # the divisor for CONSTANT
 
     def __post_init__(self):
+        factor = self.normalization
+        if factor is None or (isinstance(factor, int | float) and not isinstance(factor, bool)):
+            if self.constant is not None:
+                raise ValueError(f"LossConfig: normalization={factor!r} is t5x's constant "
+                                 f"factor; do not also set constant={self.constant!r}.")
+            object.__setattr__(self, "constant", 1.0 if factor is None else float(factor))
+            object.__setattr__(self, "normalization", LossNormalization.CONSTANT)
         try:
             norm = LossNormalization(self.normalization)
         except ValueError:
