@@ -64,7 +64,8 @@ def get_provider(name: str) -> seqio.Task | seqio.Mixture:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownNameError(
         f"No task or mixture named '{name}' is registered.{hint} Task modules register names "
-        f"when imported (e.g. --module_import=flantune.tasks); {len(known)} names are registered now.")
+        f"when imported (e.g. --module_import=flantune.tasks); {len(known)} names are "
+        "registered now.")
 
 
 def _member_name(member: Member) -> str:
