@@ -58,6 +58,33 @@ class IteratorState:
             raise DataError(f"Not a flantune data-iterator state: {err}.") from None
 
 
+def check_token_ids(examples: list[dict[str, Any]], vocab_size: int,
+                    task_names: list[str]) -> None:
+    """Raises a DataError naming the task and its largest id if any token id of `examples`
+    is outside ``[0, vocab_size)``: such ids index past the embedding table and train as NaN."""
+    worst: dict[int, tuple[int, str]] = {}
+    for example in examples:
+        for feature in ("inputs", "targets"):
+            ids = example.get(feature)
+            if ids is None or not len(ids):
+                continue
+            ids = np.asarray(ids)
+            low, high = int(ids.min()), int(ids.max())
+            bad = high if high >= vocab_size else low if low < 0 else None
+            if bad is not None:
+                task = example["task_index"]
+                if task not in worst or abs(bad) > abs(worst[task][0]):
+                    worst[task] = (bad, feature)
+    if worst:
+        lines = [f"task '{task_names[t]}': {feature} token id {bad}"
+                 for t, (bad, feature) in sorted(worst.items())]
+        raise DataError(
+            f"Token ids outside the model's vocabulary [0, {vocab_size}): " + "; ".join(lines)
+            + ". The task was tokenized with another vocabulary than the model's: give it the "
+            "model's vocabulary (flantune.vocabulary.path), or set the model config's "
+            "vocab_size to cover it.")
+
+
 class BatchIterator(Iterator[dict[str, np.ndarray]]):
     """Packed batches of ``batch_size`` rows for one process of a mixture's stream.
 
@@ -68,12 +95,15 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
       converter: ``"enc_dec"``, ``"decoder"`` or a converter object.
       window: slots packed together (a larger window packs tighter; rows come in its order).
       mixing: ``"exact"`` or ``"random"`` (see :mod:`flantune.data.stream`).
+      vocab_size: the model's vocabulary size; a token id outside ``[0, vocab_size)`` (a task
+        tokenized with another vocabulary) is a DataError naming the task and the id.
     """
 
     def __init__(self, mixture_or_task: str, *, task_feature_lengths: Mapping[str, int],
                  batch_size: int, converter: Any = "enc_dec", split: str = "train",
                  seed: int = 0, process_index: int = 0, process_count: int = 1,
-                 window: int = 4096, mixing: str = "exact", pack: bool = True):
+                 window: int = 4096, mixing: str = "exact", pack: bool = True,
+                 vocab_size: int | None = None):
         if batch_size <= 0 or window <= 0:
             raise DataError(f"batch_size and window must be positive, got {batch_size}, {window}.")
         self.stream = ExampleStream(mixture_or_task, split=split, seed=seed,
@@ -83,6 +113,7 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
             else converter
         self.task_feature_lengths = dict(task_feature_lengths)
         self.batch_size, self.window, self.seed = batch_size, window, seed
+        self.vocab_size = vocab_size
         self.stats = ConversionStats()  # packing and truncation counts of the windows read
         self._fingerprint = self._make_fingerprint(mixing, pack)
         self._state = IteratorState(counts=[0] * len(self.stream.task_names),
@@ -127,6 +158,8 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         start = self._state.window * self.window
         counts = np.asarray(self._state.counts, dtype=np.int64)
         examples, self._counts_after = self.stream.read(start, start + self.window, counts)
+        if self.vocab_size is not None:
+            check_token_ids(examples, self.vocab_size, self.stream.task_names)
         rows, stats = self.converter.convert(examples, self.task_feature_lengths)
         self.stats = self.stats.merge(stats)
         num_rows = len(next(iter(rows.values())))

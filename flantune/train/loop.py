@@ -111,7 +111,7 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         batch_size=config.batch_size // processes, converter=spec.family,
         seed=config.seed if config.data_seed is None else config.data_seed,
         process_index=process, process_count=processes, window=config.window,
-        mixing=config.mixing, pack=config.pack)
+        mixing=config.mixing, pack=config.pack, vocab_size=config.model.vocab_size)
     step_config = dataclasses.replace(config.step, num_tasks=len(data.task_names))
 
     with partitioning.activation_rules(rules, mesh):

@@ -76,3 +76,32 @@ def test_truncation_is_counted():
     next(iterator)
     assert iterator.stats.truncated.get("inputs", 0) > 0
     assert iterator.stats.examples == 40
+
+
+def _pretokenized_task(name: str, top_id: int) -> None:
+    """A plain SeqIO task tokenized elsewhere, with ids up to `top_id`."""
+    import seqio
+    import tensorflow as tf
+
+    import flantune
+
+    def dataset(split, shuffle_files=False, seed=None):
+        return tf.data.Dataset.from_tensor_slices({
+            "inputs": np.array([[5, 6, 7], [8, top_id, 9], [3, 4, 2]], np.int32),
+            "targets": np.array([[4, 1]] * 3, np.int32)})
+
+    if name not in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset, splits=["train"]),
+                               preprocessors=[],
+                               output_features=flantune.data.default_output_features())
+
+
+def test_token_ids_outside_the_model_vocabulary_are_an_error_naming_the_task():
+    _pretokenized_task("test_other_vocabulary", top_id=9123)
+    batches = BatchIterator("test_other_vocabulary", task_feature_lengths=LENGTHS, batch_size=2,
+                            window=8, vocab_size=8000)
+    with pytest.raises(DataError, match=r"task 'test_other_vocabulary': inputs token id 9123"):
+        next(batches)
+    fine = BatchIterator("test_other_vocabulary", task_feature_lengths=LENGTHS, batch_size=2,
+                         window=8, vocab_size=9124)
+    assert next(fine)["encoder_input_tokens"].max() == 9123

@@ -181,3 +181,13 @@ def test_interrupted_at_several_random_steps_resumes_bit_identically(tmp_path):
     assert resumes == 3
     assert sorted(losses) == list(range(1, steps + 1))
     assert all(losses[s] == reference.losses[s] for s in losses), (stops, losses)
+
+
+def test_token_ids_beyond_the_model_vocabulary_stop_the_run_before_a_checkpoint(tmp_path):
+    from flantune.data import DataError
+    from tests.data.test_batches import _pretokenized_task
+
+    _pretokenized_task("test_other_vocabulary", top_id=9123)
+    with pytest.raises(DataError, match="test_other_vocabulary.*9123"):
+        train(_config(tmp_path, mixture_or_task_name="test_other_vocabulary"))
+    assert not [p for p in os.listdir(tmp_path) if p.isdigit()]
