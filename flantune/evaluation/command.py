@@ -7,15 +7,14 @@ Writes into EVAL_OUTPUT_DIR: ``metrics.json`` and ``metrics.md`` (eval) and one
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 
 import jax
 
 import flantune.partitioning as partitioning
 from flantune.evaluation.evaluator import EvalConfig, Evaluator
 from flantune.evaluation.results import EvalResults
-from flantune.train.checkpoints import load_initial_params
+from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
+from flantune.train.checkpoints import CheckpointError, load_initial_params
 from flantune.train.state import ModelConfig, ModelSpec
 
 
@@ -32,15 +31,11 @@ class EvalRun:
 
 def checkpoint_step(path: str) -> int | None:
     """The training step of a checkpoint path: a step directory's number, or a MODEL_DIR's
-    newest step; None for other checkpoints (e.g. Hugging Face)."""
-    path = os.path.normpath(path)
-    if re.fullmatch(r"\d+", os.path.basename(path)):
-        return int(os.path.basename(path))
-    if os.path.isdir(path):
-        steps = [int(n) for n in os.listdir(path)
-                 if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(path, n, "state"))]
-        return max(steps) if steps else None
-    return None
+    newest step; None for other checkpoints (a parameter or Hugging Face checkpoint)."""
+    try:
+        return locate_checkpoint(path, "CHECKPOINT_PATH").step
+    except CheckpointKindError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str, str]]:
@@ -55,7 +50,7 @@ def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str,
         abstract = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             spec.abstract_params(), shardings)
-        params = load_initial_params(config.checkpoint_path, abstract)
+        params = load_initial_params(config.checkpoint_path, abstract, role="CHECKPOINT_PATH")
         evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
                               rules=rules, param_shardings=shardings)
         results = evaluator.evaluate(params, checkpoint_step(config.checkpoint_path),

@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 from flantune.models import build_model, load_hf_checkpoint, model_params
 from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
+from flantune.train import checkpoint_kinds
 from flantune.train.fingerprints import (
     FingerprintSave,
     PendingFingerprint,
@@ -492,21 +493,6 @@ class Checkpointer:
         self.close()
 
 
-def _is_hf_checkpoint(directory: epath.Path) -> bool:
-    return (directory / "config.json").exists() and any(directory.glob("*.safetensors"))
-
-
-def _flantune_state_path(directory: epath.Path) -> epath.Path | None:
-    """The `state` item of a step directory, or of the latest step of a MODEL_DIR."""
-    if (directory / STATE_ITEM).is_dir():
-        return directory / STATE_ITEM
-    steps = ocp.step.checkpoint_steps(directory) if directory.is_dir() else []
-    if not steps:
-        return None
-    step_dir = ocp.step.standard_name_format().find_step(directory, max(steps)).path
-    return step_dir / STATE_ITEM
-
-
 def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
     """`array` as a global jax.Array in `abstract`'s dtype and sharding (each process fills
     only its own shards, so this works across processes)."""
@@ -514,29 +500,29 @@ def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
     return jax.make_array_from_callback(host.shape, abstract.sharding, lambda index: host[index])
 
 
-def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree) -> PyTree:
+def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree, role: str) -> PyTree:
     checkpointer = ocp.PyTreeCheckpointer()
     try:
-        return _restore_params(checkpointer, state_path, abstract_params)
+        return _restore_params(checkpointer, state_path, abstract_params, role)
     finally:
         checkpointer.close()
 
 
 def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
-                    abstract_params: PyTree) -> PyTree:
+                    abstract_params: PyTree, role: str) -> PyTree:
     """Only the params of a saved train state (orbax's partial restore)."""
     try:
         stored = checkpointer.metadata(state_path).item_metadata.tree
     except Exception as err:  # unreadable metadata
-        raise UnreadableCheckpointError(f"initial checkpoint {state_path} cannot be read "
+        raise UnreadableCheckpointError(f"{role} {state_path} cannot be read "
                                         f"({type(err).__name__}: {err}).") from err
     if "params" not in stored:
-        raise CheckpointError(f"initial checkpoint {state_path} has no 'params' in its train "
+        raise CheckpointError(f"{role} {state_path} has no 'params' in its train "
                               f"state (found {sorted(stored)}).")
     problems = _tree_differences(stored["params"], abstract_params)
     if problems:
         raise CheckpointError(
-            f"initial checkpoint {state_path}: its params do not match this run's model "
+            f"{role} {state_path}: its params do not match this run's model "
             f"({len(problems)} difference(s): {_summarize(problems)}); use a checkpoint of the "
             "same model configuration.")
     target = {"params": _with_shardings(abstract_params)}
@@ -544,12 +530,12 @@ def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
         restored = checkpointer.restore(state_path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=_restore_args(target), partial_restore=True))
     except Exception as err:  # orbax/tensorstore raise many types for damaged files
-        raise UnreadableCheckpointError(f"initial checkpoint {state_path} cannot be read "
+        raise UnreadableCheckpointError(f"{role} {state_path} cannot be read "
                                         f"({type(err).__name__}: {err}).") from err
     return restored["params"]
 
 
-def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree) -> bool:
+def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree, role: str) -> bool:
     """Whether `abstract_params` is the scanned (layers stacked) or the per-layer layout of the
     model in `directory`'s config.json; checked before any weight is read."""
     config_path = directory / "config.json"
@@ -557,9 +543,9 @@ def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree) -> bool:
         config = config_from_hf_dict(json.loads(config_path.read_text()),
                                      source=str(config_path))
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"initial checkpoint {config_path}: invalid JSON ({err}).") from err
+        raise CheckpointError(f"{role} {config_path}: invalid JSON ({err}).") from err
     except HFCheckpointError as err:
-        raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
+        raise CheckpointError(f"{role} {directory}: {err}") from err
     closest: tuple[Any, list[str]] | None = None
     for scan_layers in (False, True):
         candidate = dataclasses.replace(config, scan_layers=scan_layers)
@@ -571,39 +557,68 @@ def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree) -> bool:
             closest = (candidate, problems)
     candidate, problems = closest
     raise CheckpointError(
-        f"initial checkpoint {directory}: the converted model ({candidate}) does not match this "
+        f"{role} {directory}: the converted model ({candidate}) does not match this "
         f"run's model ({len(problems)} difference(s): {_summarize(problems)}); make the run's "
         "model configuration match the checkpoint's config.json.")
 
 
-def _load_hf_params(directory: epath.Path, abstract_params: PyTree) -> PyTree:
-    scan_layers = _hf_scan_layers(directory, abstract_params)
+def _load_hf_params(directory: epath.Path, abstract_params: PyTree, role: str) -> PyTree:
+    scan_layers = _hf_scan_layers(directory, abstract_params, role)
     try:
         _, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
     except HFCheckpointError as err:
-        raise CheckpointError(f"initial checkpoint {directory}: {err}") from err
+        raise CheckpointError(f"{role} {directory}: {err}") from err
     flat_params = dict(flat_items(params))
     return jax.tree_util.tree_map_with_path(
         lambda path, abstract: _place(flat_params[path_key(path)], abstract),
         _with_shardings(abstract_params))
 
 
-def load_initial_params(path: str | os.PathLike, abstract_params: PyTree) -> PyTree:
-    """Parameters to fine-tune from (with a fresh optimizer), placed with `abstract_params`'
-    dtypes and shardings. `path` is a flantune MODEL_DIR (its latest step), a step directory
-    inside one, or a Hugging Face checkpoint directory (config.json + *.safetensors)."""
-    directory = absolute_path(path)
-    if not directory.exists():
-        raise CheckpointError(f"initial checkpoint {directory} does not exist.")
-    if _is_hf_checkpoint(directory):
-        return _load_hf_params(directory, abstract_params)
-    state_path = _flantune_state_path(directory)
-    if state_path is None:
-        raise CheckpointError(
-            f"initial checkpoint {directory} is neither a flantune checkpoint (a MODEL_DIR with "
-            f"step directories, or a step directory with a '{STATE_ITEM}' item) nor a Hugging "
-            "Face checkpoint (config.json + *.safetensors).")
-    return _load_flantune_params(state_path, abstract_params)
+def _load_native_params(directory: epath.Path, abstract_params: PyTree, role: str) -> PyTree:
+    """The params of a flantune parameter checkpoint (`flantune.models.convert.save_params`)."""
+    params_path = directory / checkpoint_kinds.PARAMS_DIR
+    checkpointer = ocp.PyTreeCheckpointer()
+    try:
+        try:
+            stored = checkpointer.metadata(params_path).item_metadata.tree
+        except Exception as err:  # unreadable metadata
+            raise UnreadableCheckpointError(f"{role} {params_path} cannot be read "
+                                            f"({type(err).__name__}: {err}).") from err
+        problems = _tree_differences(stored, abstract_params)
+        if problems:
+            raise CheckpointError(
+                f"{role} {directory}: its params do not match this run's model "
+                f"({len(problems)} difference(s): {_summarize(problems)}); use a checkpoint of "
+                "the same model configuration (its config.json; `flantune convert "
+                "hf-to-flantune --scan-layers` writes stacked layers).")
+        target = _with_shardings(abstract_params)
+        try:
+            return checkpointer.restore(params_path, args=ocp.args.PyTreeRestore(
+                item=target, restore_args=_restore_args(target)))
+        except Exception as err:  # orbax/tensorstore raise many types for damaged files
+            raise UnreadableCheckpointError(f"{role} {params_path} cannot be read "
+                                            f"({type(err).__name__}: {err}).") from err
+    finally:
+        checkpointer.close()
+
+
+def load_initial_params(path: str | os.PathLike, abstract_params: PyTree, *,
+                        role: str = "INITIAL_CHECKPOINT_PATH") -> PyTree:
+    """Parameters to fine-tune from (with a fresh optimizer) or to evaluate, placed with
+    `abstract_params`' dtypes and shardings. `path` is any kind of checkpoint
+    `flantune.train.checkpoint_kinds.locate_checkpoint` accepts: a flantune MODEL_DIR (its latest
+    step), a step directory inside one, a flantune parameter checkpoint (config.json + params/)
+    or a Hugging Face checkpoint directory (config.json + *.safetensors). `role` names the path
+    in errors (e.g. 'CHECKPOINT_PATH')."""
+    try:
+        location = checkpoint_kinds.locate_checkpoint(path, role)
+    except checkpoint_kinds.CheckpointKindError as err:
+        raise CheckpointError(str(err)) from None
+    if location.kind == checkpoint_kinds.HUGGING_FACE:
+        return _load_hf_params(location.path, abstract_params, role)
+    if location.kind == checkpoint_kinds.PARAMS:
+        return _load_native_params(location.path, abstract_params, role)
+    return _load_flantune_params(location.state_path, abstract_params, role)
 
 
 __all__ = [

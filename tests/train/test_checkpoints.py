@@ -34,6 +34,7 @@ from flantune.models import (
     model_params,
     save_hf_checkpoint,
 )
+from flantune.models.convert import save_params
 from flantune.testing import free_port
 from flantune.train.checkpoints import (
     CheckpointConfig,
@@ -513,13 +514,34 @@ def test_initial_params_from_a_hugging_face_checkpoint_of_another_model_fail(tmp
         load_initial_params(tmp_path, abstract_of(random_params(TINY_T5)))
 
 
-def test_initial_params_from_neither_kind_of_checkpoint_fail(tmp_path):
+def test_initial_params_from_a_parameter_checkpoint(tmp_path):
+    """What `flantune convert hf-to-flantune` writes is a checkpoint train and eval take."""
+    params = random_params(TINY_DECODER, seed=5)
+    save_params(TINY_DECODER, params, tmp_path / "ours")
+    assert_trees_equal(load_initial_params(tmp_path / "ours", abstract_of(params)), params)
+    as_bf16 = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16), params)
+    assert_trees_equal(load_initial_params(tmp_path / "ours", as_bf16),
+                       jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+
+
+def test_initial_params_from_a_parameter_checkpoint_of_another_model_fail(tmp_path):
+    save_params(TINY_DECODER, random_params(TINY_DECODER), tmp_path)
+    scanned = DecoderConfig(**{**TINY_DECODER.__dict__, "scan_layers": True})
+    with pytest.raises(CheckpointError, match=r"CHECKPOINT_PATH .*params do not match this "
+                                              r"run's model .*--scan-layers"):
+        load_initial_params(tmp_path, abstract_of(random_params(scanned)),
+                            role="CHECKPOINT_PATH")
+
+
+def test_initial_params_from_no_kind_of_checkpoint_fail(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     abstract = abstract_of(random_params(TINY_T5))
-    with pytest.raises(CheckpointError, match="neither a flantune checkpoint"):
+    with pytest.raises(CheckpointError, match=r"INITIAL_CHECKPOINT_PATH .* is not a checkpoint "
+                                              r"\(it holds notes.txt\); it must be a training "
+                                              r"run's MODEL_DIR .*Hugging Face"):
         load_initial_params(tmp_path, abstract)
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_initial_params(tmp_path / "missing", abstract)
+    with pytest.raises(CheckpointError, match="CHECKPOINT_PATH .*missing does not exist"):
+        load_initial_params(tmp_path / "missing", abstract, role="CHECKPOINT_PATH")
 
 
 # --------------------------------------------------------------------------- several devices
