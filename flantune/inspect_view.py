@@ -7,6 +7,7 @@ import dataclasses
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flantune.data.report import MixtureReport
 from flantune.data.tasks import registered_flan_tasks
@@ -27,20 +28,27 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
 
     table = Table(show_lines=False, header_style="bold")
     for column in ("task", "rate", "expected", "realized", "n", "inputs p50/p95/max",
-                   "targets p50/p95/max", "truncated"):
+                   "targets p50/p95/max", "truncated", "skipped"):
         table.add_column(column, justify="left" if column == "task" else "right",
                          no_wrap=column == "task")
     for m in report.members:
         table.add_row(m.task, f"{m.rate:.4g}", f"{100 * m.expected_share:.2f}%",
                       f"{100 * m.realized_share:.2f}%", str(m.realized_count),
-                      _lengths(m.input_lengths), _lengths(m.target_lengths), str(m.truncated))
+                      _lengths(m.input_lengths), _lengths(m.target_lengths), str(m.truncated),
+                      str(len(m.skipped)))
     total_truncated = sum(m.truncated for m in report.members)
+    skipped = [(m.task, *entry) for m in report.members for entry in m.skipped]
     table.add_section()
     table.add_row("total", "", "100.00%",
                   f"{100 * sum(m.realized_share for m in report.members):.2f}%",
                   str(sum(m.realized_count for m in report.members)), "", "",
-                  str(total_truncated))
+                  str(total_truncated), str(len(skipped)))
     console.print(table)
+    if skipped:
+        first = "; ".join(f"{task}: {where}: {why}" for task, where, why in skipped[:5])
+        console.print(Text.assemble((f"{len(skipped)} bad record(s) left out of split "
+                                     f"'{report.split}' under on_bad_record='skip'.", "yellow"),
+                                    f" First: {first}"), highlight=False)
     worst = max(report.members, key=lambda m: abs(m.realized_share - m.expected_share))
     console.print(f"largest share gap: {worst.task} "
                   f"{100 * (worst.realized_share - worst.expected_share):+.3f} points; "

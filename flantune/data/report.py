@@ -15,6 +15,7 @@ import seqio
 
 from flantune.data.mixtures import get_provider
 from flantune.data.stream import ExampleStream
+from flantune.data.tasks import flan_task_for
 
 
 @dataclasses.dataclass
@@ -29,6 +30,8 @@ class MemberReport:
     input_lengths: tuple[int, int, int]  # p50, p95, max (tokens incl. EOS); zeros if none
     target_lengths: tuple[int, int, int]
     truncated: int  # sampled examples longer than a task feature length
+    # (location, reason) of the records the task's source left out (on_bad_record="skip").
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -53,6 +56,12 @@ def _describe_rate(rate: Any) -> str:
     if callable(rate):
         return getattr(rate, "__name__", repr(rate))
     return f"{float(rate):g}"
+
+
+def _skipped(task_name: str, split: str) -> list[tuple[str, str]]:
+    """The records a flantune task's source left out of ``split`` (none for plain seqio)."""
+    entry = flan_task_for(task_name)
+    return list(entry[0].source(split).skipped) if entry is not None else []
 
 
 def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train", seed: int = 0,
@@ -87,7 +96,7 @@ def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train",
             task=task_name, rate=rates[task_name], expected_share=float(stream.shares[task_id]),
             realized_count=len(mine), realized_share=len(mine) / max(num_examples, 1),
             input_lengths=_percentiles(inputs), target_lengths=_percentiles(targets),
-            truncated=int(truncated)))
+            truncated=int(truncated), skipped=_skipped(task_name, split)))
 
     rendered = []
     choices = stream.schedule.choices(0, min(num_rendered, num_examples))

@@ -432,6 +432,47 @@ def test_tfds_prepared_dataset(tmp_path, file_format, random_access):
     assert source.where(2) == "tfds:flantune_tiny_qa:1.0.0/train[2]"
 
 
+class FlantuneTinyBadQa(FlantuneTinyQa):
+    """FlantuneTinyQa whose question 3 is not UTF-8."""
+
+    def _generate_examples(self, count):
+        for key, example in super()._generate_examples(count):
+            if key == 3:
+                example = {**example, "question": b"What is \xff?"}
+            yield key, example
+
+
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_tfds_bad_record_raises_or_is_skipped_and_counted(tmp_path, file_format, caplog):
+    FlantuneTinyBadQa(data_dir=str(tmp_path), file_format=file_format).download_and_prepare()
+    strict = TfdsSource("flantune_tiny_bad_qa", "train", data_dir=tmp_path, task="t")
+    assert len(strict) == 7
+    bad = []
+    for index in range(7):
+        try:
+            strict[index]
+        except RecordError as err:
+            bad.append(index)
+            assert str(err).startswith(f"[task 't', tfds:flantune_tiny_bad_qa/train[{index}]] "
+                                       "a string feature is not valid UTF-8"), err
+            assert SKIP_HINT in str(err)
+    assert len(bad) == 1
+    good = [strict[i] for i in range(7) if i not in bad]  # records after it stay aligned
+    assert _by_label_then_question(good) == _by_label_then_question(
+        [r for r in _expected_tiny_qa(7) if r["question"] != "What is 3 + 3?"])
+
+    with caplog.at_level(logging.WARNING):
+        lenient = TfdsSource("flantune_tiny_bad_qa", "train", data_dir=tmp_path,
+                             on_bad_record="skip")
+        assert len(lenient) == 6
+    assert list(lenient) == good
+    assert lenient.skipped == [(f"tfds:flantune_tiny_bad_qa/train[{bad[0]}]",
+                                "a string feature is not valid UTF-8 (invalid start byte)")]
+    assert [lenient.where(i) for i in range(6)] == [
+        f"tfds:flantune_tiny_bad_qa/train[{i}]" for i in range(7) if i not in bad]
+    assert sum("skipped 1 bad record(s)" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_tfds_both_file_formats_give_the_same_order(tmp_path):
     FlantuneTinyQa(data_dir=str(tmp_path / "a"), file_format="array_record").download_and_prepare()
     FlantuneTinyQa(data_dir=str(tmp_path / "t"), file_format="tfrecord").download_and_prepare()
@@ -573,6 +614,36 @@ def test_reasoning_gym_config_is_applied():
     for record in source:
         expression = record["metadata"]["expression"]
         assert expression.count("+") == 1, expression
+
+
+# string_manipulation, seed 1: item 1167's answer is the empty string (reasoning-gym 0.1.25).
+EMPTY_ANSWER = "reasoning_gym:string_manipulation(seed=1)[1167]"
+
+
+def test_reasoning_gym_empty_answer_raises_naming_the_item():
+    source = ReasoningGymSource("string_manipulation", size=1170, seed=1, task="sm")
+    assert len(source) == 1170 and source[1166]["answer"]
+    with pytest.raises(RecordError) as info:
+        source[1167]
+    text = str(info.value)
+    assert text.startswith(f"[task 'sm', {EMPTY_ANSWER}] the generator gave an empty answer")
+    assert SKIP_HINT in text
+
+
+def test_reasoning_gym_skip_leaves_the_empty_answer_out_and_counts_it(caplog):
+    strict = ReasoningGymSource("string_manipulation", size=1170, seed=1)
+    with caplog.at_level(logging.WARNING):
+        source = ReasoningGymSource("string_manipulation", size=1170, seed=1,
+                                    on_bad_record="skip")
+        assert len(source) == 1169
+    assert [where for where, _ in source.skipped] == [EMPTY_ANSWER]
+    assert source.skipped[0][1].startswith("the generator gave an empty answer")
+    assert source[1166] == strict[1166]
+    assert source[1167] == strict[1168] and source[1167]["index"] == 1168  # the generator's
+    assert source.where(1167) == "reasoning_gym:string_manipulation(seed=1)[1168]"
+    assert source.where(-1) == "reasoning_gym:string_manipulation(seed=1)[1169]"
+    assert all(record["answer"].strip() for record in source)
+    assert sum("skipped 1 bad record(s)" in r.getMessage() for r in caplog.records) == 1
 
 
 # --------------------------------------------------------------------------- shipped examples

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import array
 import logging
 import operator
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from flantune.data.errors import DataError, RecordError
@@ -119,6 +121,63 @@ class _RecordChecker:
                             f"{name} are bad, so nothing is left to use. First: {first}")
         logger.warning("%s%s: skipped %d bad record(s) under on_bad_record='skip' (kept %d). "
                        "First: %s", _task_prefix(self.task), name, len(self.skipped), kept, first)
+
+
+class _Screen:
+    """Random access to ``size`` generated items, some of which may be bad (``read`` raises
+    RecordError, without a location, for those). Under ``"raise"`` a bad item raises when it is
+    read; under ``"skip"`` every item is read once on first use and the bad ones are left out."""
+
+    def __init__(self, checker: _RecordChecker, name: str, size: int,
+                 read: Callable[[int], dict[str, Any]], where: Callable[[int], str]):
+        self.checker, self.name, self.size = checker, name, size
+        self.read, self.where = read, where
+        self._kept: array.array | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.size if self.checker.on_bad_record == "raise" else len(self._ensure_kept())
+
+    def item_index(self, index: int) -> int:
+        """The generator's index of record ``index`` (they differ once items are skipped)."""
+        return index if self.checker.on_bad_record == "raise" else self._ensure_kept()[index]
+
+    def get(self, index: int) -> dict[str, Any]:
+        item = self.item_index(index)
+        try:
+            return self.read(item)
+        except RecordError as err:
+            location = self.where(item)
+            if self.checker.on_bad_record == "raise":
+                self.checker.bad(str(err), path=location, line=None, location=location)
+            raise RecordError(f"{err}; it was good when the source was indexed, so the generator "
+                              "is not deterministic", path=location,
+                              task=self.checker.task) from None
+
+    def _ensure_kept(self) -> array.array:
+        with self._lock:
+            if self._kept is None:
+                kept = array.array("q")
+                for item in range(self.size):
+                    try:
+                        self.read(item)
+                    except RecordError as err:
+                        location = self.where(item)
+                        self.checker.bad(str(err), path=location, line=None, location=location)
+                        continue
+                    kept.append(item)
+                self.checker.report(self.name, len(kept))
+                self._kept = kept
+            return self._kept
 
 
 def _task_prefix(task: str | None) -> str:

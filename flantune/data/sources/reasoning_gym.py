@@ -9,8 +9,14 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flantune.data.errors import DataError, UnknownNameError
-from flantune.data.sources.base import RecordSource
+from flantune.data.errors import DataError, RecordError, UnknownNameError
+from flantune.data.sources.base import (
+    OnBadRecord,
+    RecordSource,
+    _preview,
+    _RecordChecker,
+    _Screen,
+)
 
 #: Generators whose output differs between processes for the same seed (reasoning-gym 0.1.25):
 #: these depend on PYTHONHASHSEED ...
@@ -26,17 +32,26 @@ class ReasoningGymSource(RecordSource):
     Records are ``{"question", "answer", "metadata", "has_answer", "dataset", "index"}``;
     ``answer`` is ``""`` for generators that only verify answers (``has_answer`` False).
     Anything the generator prints is discarded so stdout stays clean.
+
+    An item with an empty question, or an empty answer from a generator that gives answers, is
+    bad: by default it raises RecordError when read; with ``on_bad_record="skip"`` every item is
+    generated once on first use and the bad ones are left out, listed in ``skipped`` and
+    reported (``index`` stays the generator's own item index).
     """
 
     def __init__(self, dataset_name: str, *, size: int, seed: int,
-                 config: Mapping[str, Any] | None = None, allow_nondeterministic: bool = False):
+                 config: Mapping[str, Any] | None = None, allow_nondeterministic: bool = False,
+                 on_bad_record: OnBadRecord = "raise", task: str | None = None):
         with _quiet_stdout():
             import reasoning_gym
             from reasoning_gym.factory import DATASETS
 
         self.dataset_name, self.size, self.seed = dataset_name, int(size), int(seed)
         self.config = dict(config or {})
-        self.skipped = []
+        checker = _RecordChecker(fmt=None, fields=None, on_bad_record=on_bad_record, task=task)
+        self.skipped = checker.skipped
+        name = f"reasoning_gym:{dataset_name}(seed={self.seed})"
+        self._screen = _Screen(checker, name, self.size, self._item, lambda i: f"{name}[{i}]")
         if dataset_name not in DATASETS:
             close = difflib.get_close_matches(dataset_name, list(DATASETS), n=5, cutoff=0.5)
             hint = (f"did you mean {', '.join(close)}?" if close
@@ -75,21 +90,31 @@ class ReasoningGymSource(RecordSource):
                             "it to a JSONL file, or pass allow_nondeterministic=True.")
 
     def __len__(self) -> int:
-        return self.size
+        return len(self._screen)
 
     def _get(self, index: int) -> dict[str, Any]:
+        return self._screen.get(index)
+
+    def _item(self, index: int) -> dict[str, Any]:
+        """Generator item ``index`` as a record; RecordError if it is bad."""
         with _quiet_stdout():
             item = self._dataset[index]
         answer = item.get("answer")
-        return {"question": str(item["question"]),
-                "answer": "" if answer is None else str(answer),
-                "metadata": dict(item.get("metadata") or {}),
-                "has_answer": answer is not None,
-                "dataset": self.dataset_name,
-                "index": index}
+        record = {"question": str(item["question"]),
+                  "answer": "" if answer is None else str(answer),
+                  "metadata": dict(item.get("metadata") or {}),
+                  "has_answer": answer is not None,
+                  "dataset": self.dataset_name,
+                  "index": index}
+        if not record["question"].strip():
+            raise RecordError("the generator gave an empty question")
+        if record["has_answer"] and not record["answer"].strip():
+            raise RecordError("the generator gave an empty answer, which leaves no target to "
+                              f"train on (question: {_preview(record['question'])})")
+        return record
 
     def _where(self, index: int) -> str:
-        return f"reasoning_gym:{self.dataset_name}(seed={self.seed})[{index}]"
+        return self._screen.where(self._screen.item_index(index))
 
     def score_answer(self, prediction: str | None, record: Mapping[str, Any]) -> float:
         """The generator's own score of ``prediction`` for ``record`` (1.0 = correct)."""

@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 
 from flantune.data.errors import DataError, RecordError, UnknownNameError
-from flantune.data.sources.base import (
-    RecordSource,
-)
+from flantune.data.sources.base import OnBadRecord, RecordSource, _RecordChecker, _Screen
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +21,22 @@ class TfdsSource(RecordSource):
     Uses TFDS random access (``as_data_source``) when the dataset was prepared in a random-access
     file format (array_record, parquet); otherwise reads the split in file order once, lazily,
     caching records as they are reached. Bytes become ``str``, numpy values python values.
+
+    A record with a string feature that is not UTF-8 is bad: by default it raises RecordError
+    when read; with ``on_bad_record="skip"`` every record is read once on first use and the bad
+    ones are left out, listed in ``skipped`` and reported.
     """
 
     def __init__(self, name: str, split: str, *, data_dir: str | os.PathLike[str] | None = None,
-                 fields: Sequence[str] | None = None):
+                 fields: Sequence[str] | None = None, on_bad_record: OnBadRecord = "raise",
+                 task: str | None = None):
         import tensorflow_datasets as tfds  # heavy: import only when used
 
         self.name, self.split = name, split
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
-        self.skipped = []
+        self._checker = _RecordChecker(fmt=None, fields=None, on_bad_record=on_bad_record,
+                                       task=task)
+        self.skipped = self._checker.skipped
         try:
             builder = tfds.builder(name, data_dir=self.data_dir)
         except (tfds.core.registered.DatasetNotFoundError, ValueError) as err:
@@ -43,19 +48,19 @@ class TfdsSource(RecordSource):
             raise DataError(f"TFDS dataset '{name}' has no feature(s) {missing}; its features "
                             f"are {features}.")
         self._random_access: Sequence[Any] | None = None
-        self._cache: list[dict[str, Any]] = []
+        self._cache: list[dict[str, Any] | RecordError] = []
         self._iterator: Iterator[Any] | None = None
         self._lock = threading.Lock()
         try:
             self._random_access = builder.as_data_source(split=split)
-            self._length = len(self._random_access)
+            self._open_screen(len(self._random_access))
             return
         except (NotImplementedError, ValueError, KeyError, AssertionError) as err:
             random_access_error = err
         if not builder.is_prepared():
             raise DataError(self._not_prepared_message(builder)) from None
         try:
-            self._length = int(builder.info.splits[split].num_examples)
+            self._open_screen(int(builder.info.splits[split].num_examples))
         except (KeyError, ValueError) as err:
             raise DataError(f"TFDS dataset '{name}' has no split '{split}'; its splits are "
                             f"{sorted(builder.info.splits)} ({_first_line(err)})") from None
@@ -83,12 +88,21 @@ class TfdsSource(RecordSource):
                 "file_format='array_record')`); array_record gives random access."
                 + manual_step)
 
+    def _open_screen(self, length: int) -> None:
+        self._length = length
+        self._screen = _Screen(self._checker, f"tfds:{self.name}/{self.split}", length,
+                               self._read, lambda i: f"tfds:{self.name}/{self.split}[{i}]")
+
     def __len__(self) -> int:
-        return self._length
+        return len(self._screen)
 
     def _get(self, index: int) -> dict[str, Any]:
+        return self._screen.get(index)
+
+    def _read(self, index: int) -> dict[str, Any]:
+        """Record ``index`` of the split; RecordError (without location) if it is bad."""
         if self._random_access is not None:
-            return self._convert(self._random_access[index], index)
+            return self._convert(self._random_access[index])
         with self._lock:
             if self._iterator is None and len(self._cache) <= index:
                 import tensorflow_datasets as tfds
@@ -104,19 +118,24 @@ class TfdsSource(RecordSource):
                     raise DataError(f"TFDS '{self.name}' split '{self.split}' ended after "
                                     f"{len(self._cache)} records, but its metadata says "
                                     f"{self._length}") from None
-                self._cache.append(self._convert(example, len(self._cache)))
-            return dict(self._cache[index])
+                try:  # a bad record keeps its place, so later indices stay aligned
+                    self._cache.append(self._convert(example))
+                except RecordError as err:
+                    self._cache.append(err)
+            cached = self._cache[index]
+        if isinstance(cached, RecordError):
+            raise RecordError(str(cached))
+        return dict(cached)
 
-    def _convert(self, example: Any, index: int) -> dict[str, Any]:
+    @staticmethod
+    def _convert(example: Any) -> dict[str, Any]:
         try:
             return to_python(example)
         except UnicodeDecodeError as err:
-            raise RecordError(f"a string feature is not valid UTF-8 ({err.reason}); decode "
-                              "it in the task's record function instead",
-                              path=self._where(index)) from None
+            raise RecordError(f"a string feature is not valid UTF-8 ({err.reason})") from None
 
     def _where(self, index: int) -> str:
-        return f"tfds:{self.name}/{self.split}[{index}]"
+        return self._screen.where(self._screen.item_index(index))
 
 
 def to_python(value: Any) -> Any:
