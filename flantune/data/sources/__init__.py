@@ -9,10 +9,15 @@ A :class:`RecordSource` is a sequence of plain ``dict`` records with a human loc
 - :class:`ReasoningGymSource`: a reasoning-gym procedural generator;
 - :class:`IterableSource`: any deterministic generator of dict records.
 
+Every source takes ``on_bad_record``. By default a bad record raises :class:`RecordError` naming
+the file and 1-based line (or the dataset item); with ``on_bad_record="skip"`` it is left out,
+listed in ``skipped``, reported once through ``logging`` and counted by ``flantune inspect``.
 File sources validate every record when they build their index (on first use), so bad input
-surfaces before training starts. By default a bad record raises :class:`RecordError` naming the
-file and 1-based line; with ``on_bad_record="skip"`` it is left out, listed in ``skipped`` and
-reported once through ``logging``.
+surfaces before training starts; TFDS and reasoning-gym sources check a record when it is read
+(under ``"skip"``, every record once on first use, to know which to leave out).
+
+Modules by kind: :mod:`.base` (the interface and record checks), :mod:`.files`,
+:mod:`.iterable`, :mod:`.tfds`, :mod:`.reasoning_gym`, :mod:`.splits`.
 """
 
 from flantune.data.sources.base import Format, OnBadRecord, RecordSource
