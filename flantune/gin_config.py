@@ -17,6 +17,7 @@ import flantune.partitioning as partitioning
 from flantune.data import ablation
 from flantune.decoding import DecodeConfig
 from flantune.evaluation.command import EvalRun
+from flantune.evaluation.during_training import evaluation_factory
 from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
 from flantune.train.checkpoints import CheckpointConfig
@@ -76,7 +77,7 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         mesh=mesh or partitioning.MeshConfig(), rules=rules,
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
-        eval=eval, max_nonfinite_steps=max_nonfinite_steps)
+        evaluation=evaluation_factory(eval), max_nonfinite_steps=max_nonfinite_steps)
 
 
 def _as_int(macro: str, value) -> int:

@@ -124,14 +124,16 @@ def test_t5x_macros_read_with_t5x_meaning():
             "MODEL_DIR = 'x'", "MIXTURE_OR_TASK_NAME = 'demo'", "TRAIN_STEPS = 5",
             "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}", "DROPOUT_RATE = 0.3",
             "Z_LOSS = 0.0", "LABEL_SMOOTHING = 0.1", "LOSS_NORMALIZING_FACTOR = None",
-            "RANDOM_SEED = 7", "EVAL_PERIOD = 50", "EVALUATOR_NUM_EXAMPLES = 9"], [])
+            "RANDOM_SEED = 7", "EVAL_PERIOD = 50", "EVALUATOR_NUM_EXAMPLES = 9",
+            "EVAL_MIXTURE_OR_TASK_NAME = 'demo_heldout'"], [])
         config = gin_config.train_config()
         assert config.batch_size == 128  # t5x's BATCH_SIZE default
         assert config.model.dropout_rate == 0.3 and config.seed == 7
         loss = config.step.loss
         assert (loss.z_loss, loss.label_smoothing, loss.constant) == (0.0, 0.1, 1.0)
         assert loss.normalization.value == "CONSTANT"  # None: the summed loss, as in t5x
-        assert config.eval.every_steps == 50 and config.eval.max_examples_per_task == 9
+        evaluation = config.evaluation.config
+        assert evaluation.every_steps == 50 and evaluation.max_examples_per_task == 9
         assert cli.unused_settings(also_read=cli.READ_BY_CLI) == []
         for binding, message in (("RANDOM_SEED = None", "RANDOM_SEED = None"),
                                  ("USE_CACHED_TASKS = True", "USE_CACHED_TASKS = True")):

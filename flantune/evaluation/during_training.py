@@ -4,6 +4,7 @@ predictions in ``MODEL_DIR/eval/step_N``."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,6 +14,7 @@ from jax.sharding import Mesh
 
 import flantune.partitioning as partitioning
 from flantune.evaluation.evaluator import EvalConfig, Evaluator
+from flantune.evaluation.examples import TaskEvalError
 from flantune.evaluation.results import EvalResults
 from flantune.train.metric_writers import MetricWriter
 from flantune.train.state import ModelSpec
@@ -63,3 +65,20 @@ class TrainingEval:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def evaluation_factory(config: EvalConfig | None) -> Callable[..., TrainingEval] | None:
+    """What ``TrainConfig.evaluation`` takes for `config` (None when nothing is evaluated):
+    the loop calls it with the model, mesh and shardings it has built."""
+    if config is None or not config.enabled:
+        return None
+
+    @functools.wraps(TrainingEval)
+    def build(*args: Any, **kwargs: Any) -> TrainingEval:
+        try:
+            return TrainingEval(config, *args, **kwargs)
+        except TaskEvalError as err:
+            raise ValueError(str(err)) from None
+
+    build.config = config  # type: ignore[attr-defined]  (what it evaluates, for inspection)
+    return build

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -32,10 +32,26 @@ from flantune.train.preemption import StopRequest
 from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
 from flantune.train.step import StepConfig, make_train_step
 
-if TYPE_CHECKING:
-    from flantune.evaluation import EvalConfig
-
 PyTree = Any
+
+
+class TrainingEvaluation(Protocol):
+    """Held-out evaluation inside the loop (flantune.evaluation.during_training builds one)."""
+
+    tasks: list[str]
+
+    def due(self, step: int, *, last: bool, saving: bool) -> bool: ...
+
+    def run(self, params: PyTree, step: int, show: Callable[[Any], None] | None = None
+            ) -> dict[str, float]: ...
+
+    def close(self) -> None: ...
+
+
+# Builds the evaluation once the model, mesh and shardings are known:
+# factory(spec, task_feature_lengths, model_dir, mesh=, rules=, param_shardings=, every_save=).
+# It raises ValueError for a configuration it cannot evaluate (e.g. an unknown task).
+EvaluationFactory = Callable[..., TrainingEvaluation]
 
 
 class TrainError(RuntimeError):
@@ -65,7 +81,9 @@ class TrainConfig:
     progress: bool = True
     prefetch: int = 2  # batches prepared ahead in a background thread
     max_nonfinite_steps: int = 10  # skipped NaN/Inf steps tolerated before the run stops
-    eval: EvalConfig | None = None  # held-out evaluation during training
+    # Held-out evaluation during training, e.g.
+    # flantune.evaluation.during_training.evaluation_factory(EvalConfig(...)); None: off.
+    evaluation: EvaluationFactory | None = None
 
 
 @dataclasses.dataclass
@@ -243,20 +261,17 @@ def _state_bytes(spec: ModelSpec, optimizer) -> int:
 def _training_eval(config: TrainConfig, spec: ModelSpec, mesh, rules, param_shardings):
     """The evaluation hook, or None; unknown eval tasks fail here, before the first step."""
     best = config.checkpoint.best_metric if config.checkpoint.keep_best is not None else None
-    if config.eval is None or not config.eval.enabled:
+    if config.evaluation is None:
         if best:
             raise TrainError(f"CheckpointConfig.keep_best ranks checkpoints by the eval metric "
                              f"{best!r}, but no evaluation is configured; set "
                              "EVAL_MIXTURE_OR_TASK_NAME (flantune.EvalConfig).")
         return None
-    from flantune.evaluation import TaskEvalError
-    from flantune.evaluation.during_training import TrainingEval
-
     try:
-        hook = TrainingEval(config.eval, spec, config.task_feature_lengths, config.model_dir,
-                            mesh=mesh, rules=rules, param_shardings=param_shardings,
-                            every_save=best is not None)
-    except (TaskEvalError, ValueError) as err:
+        hook = config.evaluation(spec, config.task_feature_lengths, config.model_dir,
+                                 mesh=mesh, rules=rules, param_shardings=param_shardings,
+                                 every_save=best is not None)
+    except ValueError as err:
         raise TrainError(f"Evaluation during training: {err}") from None
     if best and best.partition("/")[0] not in hook.tasks:
         raise TrainError(f"CheckpointConfig.best_metric {best!r} must be 'TASK/METRIC' with "

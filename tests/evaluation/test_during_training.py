@@ -11,6 +11,7 @@ import tests.task_fixtures  # noqa: F401
 from flantune import cli
 from flantune.decoding import DecodeConfig
 from flantune.evaluation import EvalConfig
+from flantune.evaluation.during_training import evaluation_factory
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainError, train
 from flantune.train.metric_writers import METRICS_JSONL, read_metrics
@@ -29,7 +30,7 @@ MODEL_FLAGS = ["--gin_file=gin_configs/models/t5_1_1_tiny.gin",
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("run")
-    train(_config(model_dir, train_steps=4, eval=EVAL,
+    train(_config(model_dir, train_steps=4, evaluation=evaluation_factory(EVAL),
                   checkpoint=CheckpointConfig(save_interval_steps=2, keep_best=1,
                                               best_metric="test_reverse/exact_match")))
     return model_dir
@@ -47,10 +48,10 @@ def test_eval_runs_every_n_steps_and_writes_events_and_files(trained):
 
 def test_unknown_eval_task_or_best_metric_fails_before_training(tmp_path):
     with pytest.raises(TrainError, match="no_such_task"):
-        train(_config(tmp_path, eval=EvalConfig("no_such_task")))
+        train(_config(tmp_path, evaluation=evaluation_factory(EvalConfig("no_such_task"))))
     ranked = CheckpointConfig(keep_best=1, best_metric="other_task/exact_match")
     with pytest.raises(TrainError, match="other_task/exact_match"):
-        train(_config(tmp_path, eval=EVAL, checkpoint=ranked))
+        train(_config(tmp_path, evaluation=evaluation_factory(EVAL), checkpoint=ranked))
     with pytest.raises(TrainError, match="no evaluation is configured"):
         train(_config(tmp_path, checkpoint=ranked))
     assert not list(tmp_path.glob("[0-9]*"))
