@@ -69,7 +69,23 @@ def _contents(directory: epath.Path) -> str:
 
 def locate_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> CheckpointLocation:
     """The kind of checkpoint at `path`; raises CheckpointKindError naming `role` (e.g.
-    'INITIAL_CHECKPOINT_PATH'), the path and the accepted kinds when it is none of them."""
+    'INITIAL_CHECKPOINT_PATH'), the path and the accepted kinds when it is none of them, or
+    when a remote path (gs://, s3://) cannot be reached."""
+    try:
+        return _locate(path, role)
+    except CheckpointKindError:
+        raise
+    except Exception as err:  # noqa: BLE001 - remote file systems raise their own error types
+        if "://" not in os.fspath(path):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointKindError(
+            f"{role} {os.fspath(path)} cannot be read ({type(err).__name__}: {first}). Without "
+            f"network access or credentials for it, copy the checkpoint to a local directory "
+            f"and point {role} there.") from None
+
+
+def _locate(path: str | os.PathLike, role: str) -> CheckpointLocation:
     directory = _absolute(path)
     if not directory.exists():
         raise CheckpointKindError(f"{role} {directory} does not exist; it must be {ACCEPTED}.")

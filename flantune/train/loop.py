@@ -20,6 +20,7 @@ import flantune.partitioning as partitioning
 from flantune.data import BatchIterator, DataError
 from flantune.data.prefetch import Prefetcher
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
+from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
 from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
@@ -296,11 +297,32 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
             raise TrainError(f"Resuming {config.model_dir} at step {latest}: {err}") from None
         return state
     if config.initial_checkpoint_path:
+        announce_train_steps(config)
         params = load_initial_params(config.initial_checkpoint_path, jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             spec.abstract_params(), shardings["params"]))
         return init_state(spec, optimizer, shardings, seed=config.seed, params=params)
     return init_state(spec, optimizer, shardings, seed=config.seed)
+
+
+def announce_train_steps(config: TrainConfig, show: Callable[[str], None] = print) -> None:
+    """Says how many steps a run from an initial checkpoint that carries a step will take:
+    flantune counts TRAIN_STEPS from 0 (the optimizer starts afresh), where t5x counts from the
+    checkpoint's step, so a t5x-style absolute count would train far longer than meant."""
+    try:
+        location = locate_checkpoint(config.initial_checkpoint_path, "INITIAL_CHECKPOINT_PATH")
+    except CheckpointKindError as err:
+        raise TrainError(str(err)) from None
+    if location.step is None or jax.process_index() != 0:
+        return
+    steps, start = config.train_steps, location.step
+    message = (f"INITIAL_CHECKPOINT_PATH is at step {start}; this run starts at step 0 with a "
+               f"fresh optimizer and trains TRAIN_STEPS={steps} steps (flantune counts "
+               "TRAIN_STEPS from 0; t5x counts from the initial checkpoint's step).")
+    if steps > start:
+        message += (f" If {steps} is a t5x-style count, set TRAIN_STEPS={steps - start} to "
+                    f"fine-tune for {steps - start} steps.")
+    show(message)
 
 
 MIXTURE_FILE = "mixture.json"

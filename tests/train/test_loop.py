@@ -191,3 +191,22 @@ def test_token_ids_beyond_the_model_vocabulary_stop_the_run_before_a_checkpoint(
     with pytest.raises(DataError, match="test_other_vocabulary.*9123"):
         train(_config(tmp_path, mixture_or_task_name="test_other_vocabulary"))
     assert not [p for p in os.listdir(tmp_path) if p.isdigit()]
+
+
+def test_an_initial_checkpoint_with_a_step_says_how_many_steps_will_run(tmp_path, capsys):
+    train(_config(tmp_path / "base", train_steps=3))
+    capsys.readouterr()
+    result = train(_config(tmp_path / "tuned", train_steps=5,
+                           initial_checkpoint_path=str(tmp_path / "base")))
+    out = capsys.readouterr().out
+    assert "INITIAL_CHECKPOINT_PATH is at step 3; this run starts at step 0" in out
+    assert "trains TRAIN_STEPS=5 steps" in out and "set TRAIN_STEPS=2" in out
+    assert sorted(result.losses) == [1, 2, 3, 4, 5]  # counted from 0, as documented
+
+
+def test_an_unreachable_remote_initial_checkpoint_is_one_clear_line(tmp_path):
+    with pytest.raises(TrainError) as err:
+        train(_config(tmp_path, initial_checkpoint_path="gs://flantune-no-such-bucket/ckpt"))
+    message = str(err.value)
+    assert "gs://flantune-no-such-bucket/ckpt" in message and "\n" not in message
+    assert "INITIAL_CHECKPOINT_PATH" in message
