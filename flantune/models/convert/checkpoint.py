@@ -9,6 +9,7 @@ at a time and placed straight into the parameter tree (a single copy of the weig
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,9 @@ from flantune.models.convert.specs import TensorSpec
 
 Params = dict[str, Any]
 DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
+GENERATION_CONFIG_FILE = "generation_config.json"
+# The pad and eos ids every flantune vocabulary has (flantune.data.vocabulary checks them).
+PAD_ID, EOS_ID = 0, 1
 
 # Hugging Face architecture name -> (family, parser of config.json).
 _ARCHITECTURES: dict[str, Callable[..., ModelConfig]] = {
@@ -58,11 +62,52 @@ def config_from_hf_dict(hf: dict[str, Any], *, param_dtype: str = "float32",
         raise CheckpointError(f"{source}: required field {err.args[0]!r} is missing") from err
 
 
-def config_to_hf_dict(config: ModelConfig) -> dict[str, Any]:
-    """The Hugging Face config.json dict for a flantune configuration."""
+@dataclasses.dataclass(frozen=True)
+class TokenIds:
+    """The special ids a model was trained with: `bos` starts every decoder-only sequence,
+    `decoder_start` every T5 decoder sequence (None where it does not apply)."""
+
+    pad: int | None
+    eos: int
+    bos: int | None = None
+    decoder_start: int | None = None
+
+
+def flantune_token_ids(config: ModelConfig) -> TokenIds:
+    """The ids of a model trained by flantune: its vocabularies have pad 0 and eos 1, and every
+    decoder sequence starts with 0 (SeqIO's shift right; `decode_config_for`'s BOS)."""
     if isinstance(config, T5Config):
-        return t5_format.config_to_hf(config)
-    return llama_format.config_to_hf(config)
+        return TokenIds(pad=PAD_ID, eos=EOS_ID, decoder_start=PAD_ID)
+    return TokenIds(pad=PAD_ID, eos=EOS_ID, bos=PAD_ID)
+
+
+def config_token_ids(config: ModelConfig) -> TokenIds:
+    """The ids a configuration carries (a decoder's come from the Hugging Face config.json it
+    was converted from)."""
+    if isinstance(config, T5Config):
+        return flantune_token_ids(config)
+    return TokenIds(pad=None, eos=config.eos_token_id, bos=config.bos_token_id)
+
+
+def config_to_hf_dict(config: ModelConfig, token_ids: TokenIds | None = None) -> dict[str, Any]:
+    """The Hugging Face config.json dict for a flantune configuration, with `token_ids`
+    (default: `config_token_ids(config)`)."""
+    ids = config_token_ids(config) if token_ids is None else token_ids
+    if isinstance(config, T5Config):
+        out = t5_format.config_to_hf(config)
+        out.update(decoder_start_token_id=ids.decoder_start, pad_token_id=ids.pad,
+                   eos_token_id=ids.eos)
+    else:
+        out = llama_format.config_to_hf(config)
+        out.update(bos_token_id=ids.bos, eos_token_id=ids.eos, pad_token_id=ids.pad)
+    return out
+
+
+def generation_config_dict(config: ModelConfig, token_ids: TokenIds) -> dict[str, Any]:
+    """generation_config.json: the ids `generate` starts, pads and stops with."""
+    keys = {"bos_token_id": token_ids.bos, "eos_token_id": token_ids.eos,
+            "pad_token_id": token_ids.pad, "decoder_start_token_id": token_ids.decoder_start}
+    return {key: value for key, value in keys.items() if value is not None}
 
 
 def _format(config: ModelConfig):
@@ -135,25 +180,41 @@ def load_hf_checkpoint(path: str | Path, *, param_dtype: str = "float32",
         config = type(config)(**{**config.__dict__, "scan_layers": True})
     specs = tensor_specs(config)
     stored = list_tensors(directory)
-    _validate(directory, specs, _format(config).optional_tensors(config), stored)
+    aliases = _tied_head(config, hf, stored)
+    _validate(directory, specs, _format(config).optional_tensors(config),
+              {**stored, **{name: stored[source] for name, source in aliases.items()}})
 
     dtype = jnp.dtype(param_dtype)
-    by_name = {s.hf_name: s for s in specs}
+    by_source: dict[str, list[TensorSpec]] = {}
+    for s in specs:
+        by_source.setdefault(aliases.get(s.hf_name, s.hf_name), []).append(s)
     params: Params = {}
     stacked: dict[tuple[Any, ...], np.ndarray] = {}
-    for name, array in read_tensors(stored, [s.hf_name for s in specs]):
-        s = by_name[name]
-        value = s.to_param(array).astype(dtype, copy=False)
-        if s.layer is None:
-            _set(params, s.path, jnp.asarray(value))
-            continue
-        if s.path not in stacked:
-            num_layers = _num_layers(config, s.path)
-            stacked[s.path] = np.empty((num_layers, *s.param_shape), dtype)
-        stacked[s.path][s.layer] = value
+    for name, array in read_tensors(stored, list(by_source)):
+        for s in by_source[name]:
+            value = s.to_param(array).astype(dtype, copy=False)
+            if s.layer is None:
+                _set(params, s.path, jnp.asarray(value))
+                continue
+            if s.path not in stacked:
+                num_layers = _num_layers(config, s.path)
+                stacked[s.path] = np.empty((num_layers, *s.param_shape), dtype)
+            stacked[s.path][s.layer] = value
     for path_key, value in stacked.items():
         _set(params, path_key, jnp.asarray(value))
     return config, params
+
+
+def _tied_head(config: ModelConfig, hf: dict[str, Any], stored: dict) -> dict[str, str]:
+    """{'lm_head.weight': 'shared.weight'} for a T5 whose output layer is tied to the embedding
+    without T5 v1.0's output scaling (transformers 5 writes such a v1.1 with
+    tie_word_embeddings=true, scale_decoder_outputs=false and no lm_head.weight in the file):
+    flantune loads it as an untied head holding a copy of the embedding."""
+    if (isinstance(config, T5Config) and not config.tie_word_embeddings
+            and hf.get("tie_word_embeddings", True) and "lm_head.weight" not in stored
+            and "shared.weight" in stored):
+        return {"lm_head.weight": "shared.weight"}
+    return {}
 
 
 def _num_layers(config: ModelConfig, path: tuple[Any, ...]) -> int:
@@ -164,11 +225,15 @@ def _num_layers(config: ModelConfig, path: tuple[Any, ...]) -> int:
 
 def save_hf_checkpoint(config: ModelConfig, params: Params, path: str | Path, *,
                        max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
-                       dtype: str | None = None) -> list[Path]:
-    """Writes config.json and safetensors files (sharded above `max_shard_size` bytes, with
-    `model.safetensors.index.json`) that transformers loads. Tensors are stored in `dtype`
-    (default: the parameters' dtype). Every parameter is checked before anything is written.
-    Returns the safetensors files written."""
+                       dtype: str | None = None, token_ids: TokenIds | None = None,
+                       extra_config: dict[str, Any] | None = None) -> list[Path]:
+    """Writes config.json, generation_config.json and safetensors files (sharded above
+    `max_shard_size` bytes, with `model.safetensors.index.json`) that transformers loads.
+    Tensors are stored in `dtype` (default: the parameters' dtype); `token_ids` (default:
+    `config_token_ids(config)`) go into both configs, `extra_config` into config.json. Every
+    parameter is checked before anything is written. Returns the safetensors files written."""
+    ids = config_token_ids(config) if token_ids is None else token_ids
+    hf_config = {**config_to_hf_dict(config, ids), **(extra_config or {})}
     directory = Path(path)
     specs = tensor_specs(config)
     problems = []
@@ -203,5 +268,7 @@ def save_hf_checkpoint(config: ModelConfig, params: Params, path: str | Path, *,
     for old in stale:
         if old.exists() and old not in keep:
             old.unlink()
-    (directory / "config.json").write_text(json.dumps(config_to_hf_dict(config), indent=2))
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+    (directory / GENERATION_CONFIG_FILE).write_text(
+        json.dumps(generation_config_dict(config, ids), indent=2))
     return written

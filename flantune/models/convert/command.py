@@ -1,11 +1,17 @@
-"""`flantune convert`: Hugging Face safetensors checkpoints <-> flantune parameter checkpoints.
+"""`flantune convert`: Hugging Face safetensors checkpoints <-> flantune checkpoints.
 
     flantune convert hf-to-flantune HF_DIR OUT_DIR [--scan-layers] [--param-dtype float32]
-    flantune convert flantune-to-hf FLANTUNE_DIR OUT_DIR [--max-shard-size 5GB] [--dtype bfloat16]
+    flantune convert flantune-to-hf SOURCE OUT_DIR [--max-shard-size 5GB] [--dtype bfloat16]
+        [--vocabulary SPM_MODEL [--extra-ids N] | --no-tokenizer] [--force]
 
 HF_DIR holds config.json and model.safetensors (or shards with model.safetensors.index.json) for
-T5 v1.0, T5 v1.1 / Flan-T5, Llama or Mistral. A flantune directory holds config.json (the
-configuration dataclass) and an Orbax checkpoint of the parameters under params/.
+T5 v1.0, T5 v1.1 / Flan-T5, Llama or Mistral. hf-to-flantune writes a flantune parameter
+checkpoint: config.json (the configuration dataclass) and an Orbax checkpoint under params/.
+SOURCE is any flantune checkpoint: a training run's MODEL_DIR (its newest step), a step
+directory, or a parameter checkpoint. The export carries the ids the model was trained with,
+generation_config.json and a tokenizer checked to encode as flantune does (the run's vocabulary
+from its config.gin, or --vocabulary). A decoder trained as a prefix LM is refused without
+--force: transformers' causal attention cannot reproduce it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import argparse
 import re
 import sys
 
-from flantune.models.convert import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
-from flantune.models.convert.native import load_params, save_params
+from flantune.models.convert import CheckpointError, load_hf_checkpoint
+from flantune.models.convert.native import save_params
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -44,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     to_hf.add_argument("destination")
     to_hf.add_argument("--max-shard-size", type=parse_size, default=parse_size("5GB"))
     to_hf.add_argument("--dtype", default=None, help="stored dtype (default: as the params)")
+    vocab = to_hf.add_mutually_exclusive_group()
+    vocab.add_argument("--vocabulary", default=None,
+                       help="SentencePiece model for the tokenizer (default: the run's)")
+    vocab.add_argument("--no-tokenizer", action="store_true",
+                       help="write no tokenizer (AutoTokenizer will not load the export)")
+    to_hf.add_argument("--extra-ids", type=int, default=None,
+                       help="T5 sentinel ids after the vocabulary (default: the run's, or 0)")
+    to_hf.add_argument("--force", action="store_true",
+                       help="export a prefix-LM decoder although transformers attends causally")
     return parser
 
 
@@ -57,10 +72,21 @@ def main(argv: list[str] | None = None) -> int:
             save_params(config, params, args.destination)
             print(f"wrote {type(config).__name__} parameters to {args.destination}")
         else:
-            config, params = load_params(args.source)
-            files = save_hf_checkpoint(config, params, args.destination,
-                                       max_shard_size=args.max_shard_size, dtype=args.dtype)
-            print(f"wrote config.json and {len(files)} safetensors file(s) to {args.destination}")
+            from flantune.models.convert.export import export_to_hf
+
+            result = export_to_hf(args.source, args.destination,
+                                  max_shard_size=args.max_shard_size, dtype=args.dtype,
+                                  vocabulary=args.vocabulary, extra_ids=args.extra_ids,
+                                  tokenizer=not args.no_tokenizer, force=args.force)
+            for warning in result.warnings:
+                print(warning, file=sys.stderr)
+            shards = sum(f.suffix == ".safetensors" for f in result.files)
+            ids = result.token_ids
+            print(f"wrote config.json, generation_config.json, {shards} safetensors file(s)"
+                  f"{' and a tokenizer' if result.tokenizer_files else ''} to "
+                  f"{args.destination} (pad {ids.pad}, eos {ids.eos}"
+                  f"{'' if ids.bos is None else f', bos {ids.bos}'}"
+                  f"{'' if ids.decoder_start is None else f', decoder start {ids.decoder_start}'})")
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -90,6 +90,27 @@ def test_export_loads_in_transformers_with_identical_logits(family, hf_checkpoin
         np.testing.assert_array_equal(value, original[name], err_msg=name)
 
 
+def test_t5_v1_1_with_a_tied_unscaled_head_converts(tmp_path):
+    """transformers 5 writes a v1.1 T5 whose lm_head is the shared embedding (no v1.0 output
+    scaling) with tie_word_embeddings=true, scale_decoder_outputs=false and no lm_head.weight."""
+    hf_config = ref.transformers.T5Config(
+        vocab_size=ref.VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        tie_word_embeddings=True, scale_decoder_outputs=False)
+    ref.torch.manual_seed(5)
+    hf_model = ref.transformers.T5ForConditionalGeneration(hf_config).eval()
+    ref._randomize(hf_model, 5, scale=0.7)
+    directory = ref.save(hf_model, tmp_path / "hf")
+    assert "lm_head.weight" not in _read_all(directory)
+    config, params = load_hf_checkpoint(directory)
+    assert not config.tie_word_embeddings
+    np.testing.assert_array_equal(params["logits_dense"]["kernel"],
+                                  params["token_embedder"]["embedding"].T)
+    inputs = _inputs("t5_v1_1")
+    ours = forward(build_model(config, params=params), *map(jnp.asarray, inputs))
+    np.testing.assert_allclose(ours, ref.t5_logits(hf_model, *inputs), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scanned_params_round_trip(family, hf_checkpoints, tmp_path):
     _, directory = hf_checkpoints[family]

@@ -40,7 +40,7 @@ def test_hf_to_flantune_to_hf_is_lossless(tmp_path, capsys):
     source = ref.save(ref.t5("v1_1", seed=2), tmp_path / "hf")
     assert tool.main(["hf-to-flantune", str(source), str(tmp_path / "ours")]) == 0
     assert tool.main(["flantune-to-hf", str(tmp_path / "ours"), str(tmp_path / "back"),
-                      "--max-shard-size", "30KB"]) == 0
+                      "--max-shard-size", "30KB", "--no-tokenizer"]) == 0
     index = json.loads((tmp_path / "back" / "model.safetensors.index.json").read_text())
     with safe_open(str(source / "model.safetensors"), framework="numpy") as original:
         for name, shard in index["weight_map"].items():
@@ -64,7 +64,7 @@ def test_flantune_cli_dispatches_convert(tmp_path, capsys):
     assert cli.main(["convert", "hf-to-flantune", str(source), str(tmp_path / "ours")]) == 0
     assert "DecoderConfig" in capsys.readouterr().out
     assert cli.main(["convert", "flantune-to-hf", str(tmp_path / "ours"),
-                     str(tmp_path / "back")]) == 0
+                     str(tmp_path / "back"), "--no-tokenizer"]) == 0
     assert (tmp_path / "back" / "config.json").exists()
     with pytest.raises(SystemExit):
         cli.main(["convert", "sideways"])

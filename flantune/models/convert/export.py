@@ -1,0 +1,152 @@
+"""`flantune convert flantune-to-hf`: any flantune checkpoint -> a Hugging Face directory that
+`from_pretrained` loads, with the ids the model was trained with, generation_config.json and a
+tokenizer that encodes as flantune does.
+
+A training run's MODEL_DIR (or one of its steps) records its model configuration, feature
+lengths and vocabulary in config.gin (`flantune.train.run_config`); a parameter checkpoint
+(config.json + params/) records only the model, so its vocabulary must be named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+from flax import nnx
+
+from flantune.models.build import build_model, model_params
+from flantune.models.config import DecoderConfig, ModelConfig
+from flantune.models.convert.checkpoint import (
+    GENERATION_CONFIG_FILE,
+    TokenIds,
+    config_token_ids,
+    flantune_token_ids,
+    save_hf_checkpoint,
+)
+from flantune.models.convert.errors import CheckpointError
+from flantune.models.convert.native import load_params
+from flantune.models.convert.tokenizer import save_tokenizer
+from flantune.train import checkpoint_kinds
+from flantune.train.checkpoints import CheckpointError as TrainCheckpointError
+from flantune.train.checkpoints import load_initial_params
+from flantune.train.run_config import RunConfig, RunConfigError, read_run_config
+
+ROLE = "flantune-to-hf SOURCE"
+PREFIX_LM_KEY = "flantune_prefix_lm"
+
+
+@dataclasses.dataclass
+class Export:
+    """What an export wrote, and the warnings it printed."""
+
+    config: ModelConfig
+    token_ids: TokenIds
+    files: list[Path]
+    tokenizer_files: list[Path]
+    warnings: list[str]
+
+
+def _demo_vocabulary_path() -> str:
+    from flantune.data.vocabulary import demo_vocabulary_path
+
+    return demo_vocabulary_path()
+
+
+def _run_config(location: checkpoint_kinds.CheckpointLocation) -> RunConfig | None:
+    if location.kind == checkpoint_kinds.HUGGING_FACE:
+        raise CheckpointError(f"{ROLE} {location.path} is already a Hugging Face checkpoint; "
+                              "flantune-to-hf takes a flantune checkpoint "
+                              f"({checkpoint_kinds.ACCEPTED})")
+    if location.kind == checkpoint_kinds.PARAMS:
+        return None
+    try:
+        return read_run_config(location.run_dir)
+    except RunConfigError as err:
+        raise CheckpointError(f"{ROLE} {location.path}: {err}") from None
+
+
+def _load(location: checkpoint_kinds.CheckpointLocation, run: RunConfig | None
+          ) -> tuple[ModelConfig, dict]:
+    if run is None:
+        return load_params(location.path)
+    config = run.model
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            model_params(nnx.eval_shape(lambda: build_model(config))))
+    try:
+        params = load_initial_params(location.path, abstract, role=ROLE)
+    except TrainCheckpointError as err:
+        raise CheckpointError(str(err)) from None
+    return config, jax.tree.map(jax.device_get, params)
+
+
+def _vocabulary(source: Path, run: RunConfig | None, vocabulary: str | None,
+                extra_ids: int | None) -> tuple[str, int]:
+    if vocabulary is not None:
+        path, ids = vocabulary, extra_ids or 0
+    elif run is not None:
+        path = run.vocabulary_path or _demo_vocabulary_path()
+        ids = run.extra_ids if extra_ids is None else extra_ids
+        if not Path(path).is_file():
+            raise CheckpointError(
+                f"{run.source} trained with the vocabulary {path}, which does not exist here; "
+                "pass --vocabulary PATH (that SentencePiece model) or --no-tokenizer")
+    else:
+        raise CheckpointError(
+            f"{ROLE} {source} is a parameter checkpoint, which records no vocabulary: pass "
+            "--vocabulary PATH (the SentencePiece model the model's text is tokenized with) or "
+            "--no-tokenizer (then AutoTokenizer cannot load the export)")
+    return path, ids
+
+
+def _prefix_lm_warning(run: RunConfig, force: bool) -> str:
+    message = (
+        f"the model was trained as a prefix LM ({run.source} gives TASK_FEATURE_LENGTHS "
+        f"{run.task_feature_lengths}, with 'inputs'): flantune attends bidirectionally over the "
+        f"prompt, but transformers' {run.model.family.capitalize()}ForCausalLM attends causally, "
+        "so the export does not reproduce flantune's predictions or scores")
+    if not force:
+        raise CheckpointError(message + "; pass --force to export it anyway (config.json then "
+                              f"says {PREFIX_LM_KEY}=true)")
+    return "WARNING: " + message + f" (exported with --force; config.json says {PREFIX_LM_KEY})"
+
+
+def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size: int,
+                 dtype: str | None = None, vocabulary: str | None = None,
+                 extra_ids: int | None = None, tokenizer: bool = True,
+                 force: bool = False) -> Export:
+    """Converts the flantune checkpoint at `source` (any kind `locate_checkpoint` accepts,
+    except Hugging Face) into a Hugging Face directory at `destination`."""
+    try:
+        location = checkpoint_kinds.locate_checkpoint(source, ROLE)
+    except checkpoint_kinds.CheckpointKindError as err:
+        raise CheckpointError(str(err)) from None
+    run = _run_config(location)
+    warnings, extra_config = [], {}
+    if run is not None and run.prefix_lm:
+        warnings.append(_prefix_lm_warning(run, force))
+        extra_config[PREFIX_LM_KEY] = True
+    vocab = _vocabulary(location.path, run, vocabulary, extra_ids) if tokenizer else None
+    config, params = _load(location, run)
+    # A run trained with a flantune vocabulary, or one named here: flantune's ids (pad 0, eos 1,
+    # sequences start with 0); otherwise the ids of the config.json it was converted from.
+    ids = flantune_token_ids(config) if run is not None or vocab is not None \
+        else config_token_ids(config)
+    tokenizer_files: list[Path] = []
+    destination = Path(destination)
+    if vocab is not None:
+        is_decoder = isinstance(config, DecoderConfig)
+        tokenizer_files = save_tokenizer(
+            vocab[0], destination, extra_ids=vocab[1], add_bos=is_decoder,
+            add_eos=not is_decoder or run is None or run.prefix_lm, vocab_size=config.vocab_size)
+    else:
+        warnings.append("WARNING: no tokenizer written (--no-tokenizer); "
+                        "AutoTokenizer.from_pretrained on the export will not give flantune's "
+                        "tokenization")
+    files = save_hf_checkpoint(config, params, destination, max_shard_size=max_shard_size,
+                               dtype=dtype, token_ids=ids, extra_config=extra_config)
+    written = [*files, destination / "config.json", destination / GENERATION_CONFIG_FILE]
+    return Export(config, ids, written, tokenizer_files, warnings)
+
+
+__all__ = ["Export", "PREFIX_LM_KEY", "export_to_hf"]
