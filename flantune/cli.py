@@ -8,6 +8,7 @@ with ``--module_import`` (default: ``flantune.tasks``, flantune's own task defin
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import logging
 import os
@@ -21,8 +22,6 @@ from flantune.data.errors import DataError
 from flantune.data.mixtures import get_provider
 from flantune.data.vocabulary import set_vocabulary
 from flantune.gin_checks import GinSettingError, check_t5x_macros, unused_settings
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @gin.configurable(module="flantune")
@@ -74,13 +73,43 @@ def check_run_config(configurable: str, run_file: str) -> None:
 READ_BY_CLI = ("MIXTURE_OR_TASK_MODULE",)
 
 
-def warn_unused_settings(command: str) -> None:
-    """Prints every gin macro and binding that the command's configuration did not read."""
-    unused = unused_settings(also_read=READ_BY_CLI)
+def warn_unused_settings(command: str, files: Sequence[str], bindings: Sequence[str]) -> None:
+    """Prints every gin macro and binding that the command's configuration did not read (a
+    default that flantune's own gin_configs/ bind, and the user does not, is left out: e.g.
+    EVALUATOR_NUM_EXAMPLES when the user binds flantune.EvalConfig.max_examples_per_task)."""
+    unused = unused_settings(also_read=READ_BY_CLI,
+                             defaults_only=shipped_macros() - user_macros(files, bindings))
     if unused:
         print(f"flantune {command}: warning: {len(unused)} gin setting(s) that nothing reads "
               "(a typo, or a setting for another command):\n  " + "\n  ".join(unused),
               file=sys.stderr)
+
+
+_MACRO_LINE = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=", re.MULTILINE)
+
+
+def shipped_macros() -> set[str]:
+    """Macros that flantune's own gin files bind (defaults a user may override or bypass)."""
+    names: set[str] = set()
+    for root in flantune_gin_roots():
+        for path in glob.glob(os.path.join(root, "gin_configs", "**", "*.gin"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                names.update(_MACRO_LINE.findall(f.read()))
+    return names
+
+
+def user_macros(files: Sequence[str], bindings: Sequence[str]) -> set[str]:
+    """Macros bound by the command line's bindings and by gin files outside flantune's own."""
+    names = {b.partition("=")[0].strip() for b in bindings}
+    shipped = [os.path.join(root, "gin_configs") for root in flantune_gin_roots()]
+    for path in files:
+        found = next((os.path.join(p, path) for p in ["", *default_search_paths()]
+                      if os.path.isfile(os.path.join(p, path))), None)
+        if found and not any(os.path.abspath(found).startswith(os.path.abspath(d) + os.sep)
+                             for d in shipped):
+            with open(found, encoding="utf-8") as f:
+                names.update(_MACRO_LINE.findall(f.read()))
+    return names
 
 
 def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -97,14 +126,18 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return bindings, rest
 
 
-def default_search_paths() -> list[str]:
-    """The working directory, then where flantune's ``gin_configs/`` lives: the checkout's top
-    level (a source or editable install) or inside the installed package (a wheel)."""
+def flantune_gin_roots() -> list[str]:
+    """Where flantune's own ``gin_configs/`` lives: the checkout's top level (a source or
+    editable install) or inside the installed package (a wheel)."""
     package = os.path.dirname(os.path.abspath(__file__))
+    return [root for root in (os.path.dirname(package), package)
+            if os.path.isdir(os.path.join(root, "gin_configs"))]
+
+
+def default_search_paths() -> list[str]:
+    """The working directory, then flantune's own gin roots."""
     paths = [os.getcwd()]
-    for root in (os.path.dirname(package), package):
-        if os.path.isdir(os.path.join(root, "gin_configs")) and root not in paths:
-            paths.append(root)
+    paths += [root for root in flantune_gin_roots() if root not in paths]
     return paths
 
 
@@ -161,14 +194,12 @@ def task_modules(requested: Sequence[str] | None) -> list[str]:
 
 
 def import_modules(modules: Sequence[str]) -> None:
-    """Imports task modules; the working directory is importable, as with ``python -m``."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """Imports task modules (the working directory is importable: see `main`)."""
     for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name and module.startswith(err.name) or err.name == module:
+            if err.name and (module == err.name or module.startswith(err.name + ".")):
                 raise CliError(f"Cannot import task module '{module}' ({err}; searched the "
                                f"working directory {os.getcwd()} and the installed packages). "
                                "Pass the module that registers your tasks with "
@@ -359,7 +390,7 @@ def run_inspect(args: argparse.Namespace) -> None:
     print_report(report)
 
 
-def run_train(args: argparse.Namespace) -> None:
+def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     import flantune.partitioning as partitioning
     from flantune import gin_config
     from flantune.partitioning.watchdog import PeerWatchdog
@@ -374,7 +405,7 @@ def run_train(args: argparse.Namespace) -> None:
         config = gin_config.train_config()
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
-    warn_unused_settings("train")
+    warn_unused_settings("train", args.gin_file, bindings)
     write_config(config.model_dir, "config.gin", gin.config_str())
     watchdog = PeerWatchdog(args.peer_timeout_seconds) if multi_process else None
     try:
@@ -390,7 +421,7 @@ def run_train(args: argparse.Namespace) -> None:
     print(summary(result))
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     from flantune import gin_config
     from flantune.evaluation import TaskEvalError
     from flantune.evaluation.command import run
@@ -402,7 +433,7 @@ def run_eval(args: argparse.Namespace) -> int:
         config = gin_config.eval_run()
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
-    warn_unused_settings(args.command)
+    warn_unused_settings(args.command, args.gin_file, bindings)
     try:
         results, paths = run(config, infer=args.command == "infer")
     except (CheckpointError, TaskEvalError) as err:
@@ -467,6 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return convert_main(argv[1:])
     try:
         gin.clear_config()  # a command reads only its own gin files and bindings
+        # The console script, unlike `python -m`, does not make the working directory
+        # importable: task modules and gin files' `import` lines may live there.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         bindings, rest = split_gin_args(argv)
         args = build_parser().parse_args(rest)
         bindings = [*t5x_bindings(args), *bindings]
@@ -476,11 +511,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "inspect":
             run_inspect(args)
         elif args.command == "train":
-            run_train(args)
+            run_train(args, bindings)
         elif args.command == "sweep":
             return run_sweep_command(args, bindings)
         elif args.command in ("eval", "infer"):
-            return run_eval(args)
+            return run_eval(args, bindings)
     except (CliError, DataError) as err:
         print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
         return 2

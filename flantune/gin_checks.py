@@ -103,10 +103,13 @@ def _read_parameters() -> dict[str, list[tuple[str, set[str]]]]:
     return read
 
 
-def unused_settings(also_read: Iterable[str] = ()) -> list[str]:
+def unused_settings(also_read: Iterable[str] = (), defaults_only: Iterable[str] = ()
+                    ) -> list[str]:
     """Every macro and binding in gin's configuration that no configurable call has read, as
-    ``NAME = VALUE`` lines (with a did-you-mean hint where a read name is close)."""
-    also_read = set(also_read) | READ_ELSEWHERE
+    ``NAME = VALUE`` lines (with a did-you-mean hint where a read name is close). Macros in
+    `defaults_only` (defaults of flantune's own gin files that the user did not bind) are not
+    listed: a user who binds the parameter a default macro feeds leaves it unread."""
+    also_read = set(also_read) | set(defaults_only) | READ_ELSEWHERE
     read = _read_parameters()
     read_macros = {scope for scope, _ in read.get(MACRO_SELECTOR, [])}
     read_bindings = {f"{_short(sel)}.{p}" for sel, calls in read.items() if sel != MACRO_SELECTOR

@@ -61,6 +61,13 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
     if use_cached_tasks:
         raise ValueError("USE_CACHED_TASKS = True: flantune has no pre-cached tasks; it renders "
                          "and tokenizes examples while it trains. Set USE_CACHED_TASKS = False.")
+    evaluates = eval is not None and eval.enabled
+    if (eval_period or (eval is not None and eval.every_steps)) and not evaluates:
+        raise ValueError(f"EVAL_PERIOD / EVAL_EVERY_STEPS = "
+                         f"{eval_period or eval.every_steps} but nothing to evaluate: set "
+                         "EVAL_MIXTURE_OR_TASK_NAME (held-out tasks; t5x evaluates the training "
+                         "mixture's validation split, which is EVAL_MIXTURE_OR_TASK_NAME = "
+                         "MIXTURE_OR_TASK_NAME here).")
     if eval_period is not None and eval is not None:
         eval_period = _as_int("EVAL_PERIOD", eval_period)
         if eval.every_steps not in (0, eval_period):

@@ -64,8 +64,11 @@ def test_console_script_imports_a_module_of_the_working_directory_quietly(tmp_pa
     path lookups, no TensorFlow start-up lines."""
     (tmp_path / "my_tasks.py").write_text(
         "import seqio\n\nseqio.MixtureRegistry.add('my_mix', [('rg_gcd', 1.0)])\n")
+    (tmp_path / "my_gin_module.py").write_text("import gin\n\nMARK = gin.constant('MARK', 1)\n")
+    (tmp_path / "run.gin").write_text("import my_gin_module\ninclude "
+                                      "'gin_configs/runs/demo.gin'\n")
     done = _flantune("inspect", "my_mix", "--module_import=my_tasks", "--examples", "20",
-                     "--rendered", "1", "--gin_file=gin_configs/runs/demo.gin", cwd=tmp_path)
+                     "--rendered", "1", "--gin_file=run.gin", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "members: rg_gcd" in done.stdout
     assert done.stderr == ""
@@ -104,7 +107,7 @@ def test_a_setting_nothing_reads_is_a_warning_naming_it(tmp_path, capsys):
 
 def test_a_run_gin_without_the_run_include_is_one_clear_line(tmp_path, capsys):
     run = tmp_path / "run.gin"
-    run.write_text("include 'gin_configs/models/t5_1_1_tiny.gin'\nMODEL_DIR = 'x'\n"
+    run.write_text(f"include 'gin_configs/models/t5_1_1_tiny.gin'\nMODEL_DIR = '{tmp_path}'\n"
                    "MIXTURE_OR_TASK_NAME = 'demo'\nTRAIN_STEPS = 3\n"
                    "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n")
     assert cli.main(["train", f"--gin_file={run}"]) == 2
@@ -113,7 +116,7 @@ def test_a_run_gin_without_the_run_include_is_one_clear_line(tmp_path, capsys):
     assert "--gin_file=gin_configs/runs/finetune.gin" in err
 
 
-def test_t5x_macros_read_with_t5x_meaning():
+def test_t5x_macros_read_with_t5x_meaning(tmp_path):
     import gin
 
     from flantune import gin_config
@@ -121,7 +124,7 @@ def test_t5x_macros_read_with_t5x_meaning():
     gin.clear_config()
     try:
         cli.parse_gin(["gin_configs/models/t5_1_1_tiny.gin", "gin_configs/runs/finetune.gin"], [
-            "MODEL_DIR = 'x'", "MIXTURE_OR_TASK_NAME = 'demo'", "TRAIN_STEPS = 5",
+            f"MODEL_DIR = '{tmp_path}'", "MIXTURE_OR_TASK_NAME = 'demo'", "TRAIN_STEPS = 5",
             "TASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}", "DROPOUT_RATE = 0.3",
             "Z_LOSS = 0.0", "LABEL_SMOOTHING = 0.1", "LOSS_NORMALIZING_FACTOR = None",
             "RANDOM_SEED = 7", "EVAL_PERIOD = 50", "EVALUATOR_NUM_EXAMPLES = 9",
@@ -143,3 +146,24 @@ def test_t5x_macros_read_with_t5x_meaning():
             gin.parse_config("RANDOM_SEED = 7\nUSE_CACHED_TASKS = False")
     finally:
         gin.clear_config()
+
+
+def test_a_default_macro_bypassed_by_a_direct_binding_is_not_reported(tmp_path, capsys):
+    """finetune.gin's EVALUATOR_NUM_EXAMPLES stays unread when the user binds the parameter it
+    feeds: no warning about a setting the user never made; a user's own unread macro warns."""
+    run = tmp_path / "run.gin"
+    run.write_text("include 'gin_configs/runs/demo.gin'\n"
+                   "flantune.EvalConfig.max_examples_per_task = 4\nMY_UNREAD = 3\n")
+    code = cli.main(["train", f"--gin_file={run}", f"--gin.MODEL_DIR='{tmp_path}/run'",
+                     "--gin.MIXTURE_OR_TASK_NAME='no_such_mixture'"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such_mixture" in err
+    assert "MY_UNREAD = 3" in err and "EVALUATOR_NUM_EXAMPLES" not in err
+
+
+def test_an_eval_period_with_nothing_to_evaluate_is_an_error(tmp_path, capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     f"--gin.MODEL_DIR='{tmp_path}/run'", "--gin.EVAL_PERIOD=50",
+                     "--gin.EVAL_MIXTURE_OR_TASK_NAME=None"])
+    err = capsys.readouterr().err
+    assert code == 2 and "EVAL_PERIOD" in err and "EVAL_MIXTURE_OR_TASK_NAME" in err

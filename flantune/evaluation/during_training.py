@@ -4,7 +4,6 @@ predictions in ``MODEL_DIR/eval/step_N``."""
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -73,7 +72,6 @@ def evaluation_factory(config: EvalConfig | None) -> Callable[..., TrainingEval]
     if config is None or not config.enabled:
         return None
 
-    @functools.wraps(TrainingEval)
     def build(*args: Any, **kwargs: Any) -> TrainingEval:
         try:
             return TrainingEval(config, *args, **kwargs)
