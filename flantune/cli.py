@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CHECKPOINT_PATH, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, "
                         "EVAL_OUTPUT_DIR.".replace("{name}", name))
         _common_arguments(command)
-    # `convert` parses its own arguments (flantune.models.convert.command); listed for --help.
+    # `convert` parses its own arguments (flantune.export.command); listed for --help.
     commands.add_parser("convert", add_help=False,
                         help="Hugging Face safetensors <-> flantune checkpoints "
                              "(flantune convert --help)")
@@ -493,7 +493,7 @@ def run_sweep_command(args: argparse.Namespace, bindings: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["convert"]:
-        from flantune.models.convert.command import main as convert_main
+        from flantune.export.command import main as convert_main
 
         return convert_main(argv[1:])
     try:

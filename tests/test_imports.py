@@ -50,3 +50,34 @@ def test_no_import_cycles():
     except graphlib.CycleError as err:
         raise AssertionError(f"import cycle: {' -> '.join(err.args[1])}") from None
     assert "flantune.cli" in order
+
+
+# Layers, lowest first: a module imports only from its own package and from lower layers
+# (data -> models -> partitioning -> train / decoding -> evaluation -> cli).
+LAYERS = {
+    "flantune.host_memory": 0, "flantune.quiet_tensorflow": 0, "flantune.testing": 0,
+    "flantune.data": 1, "flantune.metrics": 2, "flantune.models": 2,
+    "flantune.partitioning": 3, "flantune.decoding": 4, "flantune.train": 4,
+    "flantune.evaluation": 5, "flantune.export": 5, "flantune.sweep": 6, "flantune.inspect_view": 6,
+    "flantune.gin_checks": 6, "flantune.gin_config": 7, "flantune.cli": 8, "flantune": 9,
+}
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    parts = module.split(".")
+    for size in range(len(parts), 0, -1):
+        name = ".".join(parts[:size])
+        if name in LAYERS:
+            return name, LAYERS[name]
+    raise AssertionError(f"{module} has no layer in LAYERS; add its package")
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for module, imported in import_graph().items():
+        package, layer = layer_of(module)
+        for other in imported:
+            other_package, other_layer = layer_of(other)
+            if other_package != package and other_layer >= layer and package != "flantune":
+                upward.append(f"{module} -> {other}")
+    assert not upward, "imports pointing up or sideways: " + ", ".join(sorted(upward))

@@ -5,9 +5,9 @@
         [--max-shard-size 5GB] [--dtype bfloat16] [--vocabulary SPM_MODEL | --no-tokenizer]
 
 SOURCE is a training run's MODEL_DIR (its newest step), a step directory or hf-to-flantune's
-output; see `flantune.models.convert.command` for the options.
+output; see `flantune.export.command` for the options.
 
-The implementation is `flantune.models.convert.command.main(argv)`, which the `flantune convert`
+The implementation is `flantune.export.command.main(argv)`, which the `flantune convert`
 command can call directly.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from flantune.models.convert.command import main, parse_size
+from flantune.export.command import main, parse_size
 
 __all__ = ["main", "parse_size"]
 

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             save_params(config, params, args.destination)
             print(f"wrote {type(config).__name__} parameters to {args.destination}")
         else:
-            from flantune.models.convert.export import export_to_hf
+            from flantune.export.hf import export_to_hf
 
             result = export_to_hf(args.source, args.destination,
                                   max_shard_size=args.max_shard_size, dtype=args.dtype,

@@ -1,4 +1,4 @@
-"""The convert command (`flantune.models.convert.command`, run by tools/convert_checkpoint.py):
+"""The convert command (`flantune.export.command`, run by tools/convert_checkpoint.py):
 Hugging Face -> flantune -> Hugging Face through `main(argv)`."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from flantune.models.convert import command
+from flantune.export import command
 from tests.models import hf_reference as ref
 
-TOOL = Path(__file__).resolve().parents[3] / "tools" / "convert_checkpoint.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_checkpoint.py"
 
 
 def _tool():

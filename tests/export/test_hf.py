@@ -11,8 +11,9 @@ import pytest
 import seqio
 
 from flantune.data.vocabulary import demo_vocabulary_path
+from flantune.export import command
 from flantune.models import DecoderConfig, T5Config, load_hf_checkpoint
-from flantune.models.convert import command, save_params
+from flantune.models.convert import save_params
 from flantune.train.checkpoints import CheckpointConfig, Checkpointer
 from tests.train.test_checkpoints import assert_trees_equal, random_params
 
