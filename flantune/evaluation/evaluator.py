@@ -154,6 +154,7 @@ class Evaluator:
         if not examples:
             raise TaskEvalError(task_name, f"split '{self.config.split}' has no examples.")
         result.num_examples = len(examples)
+        _check_token_ids(task_name, examples, self.spec.config.vocab_size)
         vocabulary = task.output_features["targets"].vocabulary
         rank = self.config.options_scoring == "rank" and all(ex.options for ex in examples)
         if rank:
@@ -243,3 +244,13 @@ def _describe(task: str, err: Exception) -> str:
     where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     location = f" (at {where.filename}:{where.lineno})" if where else ""
     return f"task '{task}': {type(err).__name__}: {err}{location}"
+
+
+def _check_token_ids(task_name: str, examples: Sequence[EvalExample], vocab_size: int) -> None:
+    """A task tokenized with another vocabulary than the model's cannot be evaluated."""
+    ids = [t for ex in examples for t in (ex.input_tokens, ex.target_tokens) if len(t)]
+    top = max((int(np.max(t)) for t in ids), default=0)
+    if top >= vocab_size:
+        raise TaskEvalError(task_name, f"token id {top} is outside the model's vocabulary "
+                                       f"[0, {vocab_size}): the task was tokenized with another "
+                                       "vocabulary than the model's (flantune.vocabulary.path).")

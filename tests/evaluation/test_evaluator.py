@@ -142,3 +142,12 @@ def test_results_are_written_as_json_markdown_and_jsonl(tmp_path):
     row = json.loads((tmp_path / "predictions" / "a.jsonl").read_text().splitlines()[0])
     assert row == {"inputs": "i", "targets": "t", "prediction": "p", "score": -1.5}
     assert results.scalars() == {"a/exact_match": 50.0}
+
+
+def test_a_task_tokenized_beyond_the_model_vocabulary_fails_by_name():
+    small = ModelSpec.from_config(T5.__class__(**{**T5.__dict__, "vocab_size": 100}))
+    params_small = small.init_params(jax.random.key(0))
+    results = _evaluator(small, ["test_reverse"]).evaluate(params_small)
+    [error] = results.tasks["test_reverse"].errors
+    assert "test_reverse" in error and "outside the model's vocabulary [0, 100)" in error
+    assert results.failed == ["test_reverse"]
