@@ -9,6 +9,8 @@ import numpy as np
 from flantune.decoding.errors import DecodeConfigError
 
 METHODS = ("greedy", "sample", "beam")
+BEAM_SEMANTICS = ("t5x", "hf")
+EARLY_STOPPING = (True, False, "never")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,9 +18,14 @@ class DecodeConfig:
     """Decoding settings.
 
     `method`: "greedy" (argmax), "sample" (temperature, then top-k, then top-p; temperature 0
-    means argmax) or "beam". `length_penalty` is the GNMT / t5x alpha: a finished beam of `n`
-    generated tokens (EOS included) scores `log p / ((5 + n) / 6) ** alpha`; Hugging Face
-    divides by `n ** length_penalty` instead, so the two agree only at 0.
+    means argmax) or "beam".
+
+    Beam search (`flantune.decoding.beam_search`) follows `beam_semantics`: "t5x" (default),
+    t5x's search, where a finished beam of `n` generated tokens (EOS included) scores
+    `log p / ((5 + n) / 6) ** length_penalty` (the GNMT alpha), or "hf", transformers' search,
+    scoring `log p / n ** length_penalty` (transformers' default is 1.0) and stopping as its
+    `early_stopping` says (True, False or "never"; unset means False). `early_stopping` only
+    applies to "hf".
 
     Decoder-only models: `bos_id` is a token put before every prompt at position 0. flantune's
     `DecoderFeatureConverter` trains with `decoder_input_tokens` starting with BOS id 0 (equal to
@@ -36,6 +43,8 @@ class DecodeConfig:
     top_p: float = 1.0
     num_beams: int = 4
     length_penalty: float = 0.6
+    beam_semantics: str = "t5x"
+    early_stopping: bool | str | None = None
     eos_id: int = 1
     pad_id: int = 0
     bos_id: int | None = None
@@ -58,6 +67,16 @@ class DecodeConfig:
             fail("top_p", "must be in (0, 1] (1 turns it off)")
         if self.num_beams < 1:
             fail("num_beams", "must be >= 1")
+        if self.beam_semantics not in BEAM_SEMANTICS:
+            fail("beam_semantics", f"choose one of {BEAM_SEMANTICS}")
+        if self.early_stopping is not None:
+            if self.beam_semantics != "hf":
+                fail("early_stopping", "is Hugging Face's rule; t5x beam search has none (it "
+                     "stops once no live beam can beat the worst of num_beams finished ones): "
+                     "leave it unset or set beam_semantics='hf'")
+            if not any(self.early_stopping is v if isinstance(v, bool)
+                       else self.early_stopping == v for v in EARLY_STOPPING):
+                fail("early_stopping", f"choose one of {EARLY_STOPPING} (or None: False)")
         if self.eos_id == self.pad_id:
             fail("eos_id", f"must differ from pad_id={self.pad_id}")
 
@@ -66,7 +85,9 @@ class DecodeConfig:
 class Generated:
     """Decoded tokens [batch, max_decode_length] int32, EOS kept and `pad_id` after it; scores
     [batch] float32: the summed log-probabilities of the tokens up to and including EOS under the
-    model (before temperature / top-k / top-p), or for beam search the length-penalised score."""
+    model (before temperature / top-k / top-p), or for beam search the length-penalised score
+    (t5x semantics, a row that finished no beam within max_decode_length: its best beam's
+    summed log-probability)."""
 
     tokens: np.ndarray
     scores: np.ndarray
