@@ -5,10 +5,10 @@ probable extensions, and keeps the k best of those that did not end as live beam
 
 - `beam_semantics="t5x"` (t5x's `decoding.beam_search`): every one of the 2k extensions that
   ends in EOS joins a pool of the k best finished hypotheses, scored `log p / ((5 + n) / 6) **
-  alpha` (n generated tokens, EOS included). A row is done once its pool is full and the pool's
-  worst score beats anything a live beam could still reach. A hypothesis cut off at
-  `max_decode_length` does not finish: it is returned, with its plain log p, only for a row that
-  finished none.
+  alpha` (n generated tokens, EOS included; t5x's decoder-only models also count the prompt).
+  A row is done once its pool is full and the pool's worst score beats anything a live beam
+  could still reach. A hypothesis cut off at `max_decode_length` does not finish: it is
+  returned, with its plain log p, only for a row that finished none.
 - `beam_semantics="hf"` (transformers' beam search): an extension ending in EOS finishes only if
   it ranks among the k best of the 2k (so one beam is greedy decoding), and at
   `max_decode_length` the k best extensions finish whatever they end with. Scores are
