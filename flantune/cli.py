@@ -406,12 +406,12 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     except (ValueError, TypeError) as err:
         raise CliError(f"Bad gin configuration: {err}") from None
     warn_unused_settings("train", args.gin_file, bindings)
-    write_config(config.model_dir, "config.gin", gin.config_str())
     watchdog = PeerWatchdog(args.peer_timeout_seconds) if multi_process else None
     try:
         if watchdog is not None:
             watchdog.start()
-        result = train(config)
+        # config.gin is written once MODEL_DIR is probed and locked for this run.
+        result = train(config, config_files={"config.gin": gin.config_str()})
     except (TrainError, CheckpointError) as err:
         raise CliError(str(err)) from None
     finally:

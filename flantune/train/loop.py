@@ -7,6 +7,7 @@ initial checkpoint is loaded with a fresh optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,12 +25,15 @@ from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoi
 from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
+    absolute_path,
     check_free_space,
     load_initial_params,
 )
+from flantune.train.checkpoints import _check_writable as check_writable
 from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
 from flantune.train.optimizers import OptimizerConfig, make_optimizer
 from flantune.train.preemption import StopRequest
+from flantune.train.run_lock import RunLock, RunLockError
 from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
 from flantune.train.step import StepConfig, make_train_step
 
@@ -110,16 +114,32 @@ def _rules(config: TrainConfig) -> partitioning.LogicalAxisRules:
     return tuple(config.rules)
 
 
-def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = None
-          ) -> TrainResult:
-    """Runs (or resumes) training as configured; returns the losses it logged."""
+def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = None,
+          config_files: Mapping[str, str] | None = None) -> TrainResult:
+    """Runs (or resumes) training as configured; returns the losses it logged.
+
+    MODEL_DIR is probed for writability and locked for this run (flantune.train.run_lock)
+    before anything is written there; `config_files` (name -> text, e.g. the gin config) are
+    written then."""
     if config.train_steps <= 0:
         raise TrainError(f"TRAIN_STEPS must be positive, got {config.train_steps}.")
     mesh = partitioning.make_mesh(config.mesh)
     partitioning.check_batch_size(config.batch_size, mesh)
     rules = _rules(config)
     _check_vocabulary(config)
-    checkpointer = Checkpointer(config.model_dir, config.checkpoint)  # probes writability
+    check_writable(absolute_path(config.model_dir))
+    lock = RunLock(config.model_dir) if jax.process_index() == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            for name, text in (config_files or {}).items():
+                write_config(config.model_dir, name, text)
+            return _train(config, mesh, rules, on_step)
+    except RunLockError as err:
+        raise TrainError(str(err)) from None
+
+
+def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
+    checkpointer = Checkpointer(config.model_dir, config.checkpoint)
     process, processes = jax.process_index(), jax.process_count()
     is_chief = process == 0
 
@@ -150,44 +170,51 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         stop, stopped_at = StopRequest(), None
         nonfinite, failure = NonFiniteSteps(config.max_nonfinite_steps,
                                             step_config.skip_nonfinite), None
-        with bar, stop, Prefetcher(data, buffer_size=config.prefetch) as batches:
-            for step in range(start, config.train_steps):
-                local, data_state = next(batches)
-                throughput.add(real_tokens(local) * processes)
-                state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
-                pending.append((step + 1, metrics))
-                done = step + 1
-                stopping = stop.should_stop(done)
-                last = done == config.train_steps or stopping
-                saving = checkpointer.should_save(done) or last
-                # Metrics are fetched every log interval, and before every checkpoint so that a
-                # non-finite step is never saved.
-                if done % config.log_every_steps == 0 or saving:
-                    logged = _log(pending, data.task_names, throughput, writer)
-                    pending = []
-                    losses.update({s: m["loss"] for s, m in logged})
-                    bar.update(done, logged[-1][1]["loss"], logged[-1][1]["tokens_per_s"])
-                    if on_step is not None:
-                        for s, m in logged:
-                            on_step(s, m)
-                    failure = nonfinite.check(logged, bar.print)
-                    if failure:
+        with stop:
+            with bar, Prefetcher(data, buffer_size=config.prefetch) as batches:
+                for step in range(start, config.train_steps):
+                    local, data_state = next(batches)
+                    throughput.add(real_tokens(local) * processes)
+                    state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
+                    pending.append((step + 1, metrics))
+                    done = step + 1
+                    stopping = stop.should_stop(done)
+                    last = done == config.train_steps or stopping
+                    saving = checkpointer.should_save(done) or last
+                    # Metrics are fetched every log interval, and before every checkpoint so that a
+                    # non-finite step is never saved.
+                    if done % config.log_every_steps == 0 or saving:
+                        logged = _log(pending, data.task_names, throughput, writer)
+                        pending = []
+                        losses.update({s: m["loss"] for s, m in logged})
+                        bar.update(done, logged[-1][1]["loss"], logged[-1][1]["tokens_per_s"])
+                        if on_step is not None:
+                            for s, m in logged:
+                                on_step(s, m)
+                        failure = nonfinite.check(logged, bar.print)
+                        if failure:
+                            break
+                    eval_metrics = None
+                    if evaluation is not None and not stopping and evaluation.due(
+                            done, last=last, saving=saving):
+                        eval_metrics = evaluation.run(state["params"], done, bar.print)
+                    if saving:
+                        checkpointer.save(done, state, data_state=data_state, force=last,
+                                          metrics=eval_metrics)
+                    if stopping:
+                        stopped_at = done
+                        why = stop.signal_name or "preemption"
+                        bar.print(f"Stopping after step {done} ({why}): checkpoint saved in "
+                                  f"{config.model_dir}; run the same command to resume.")
                         break
-                eval_metrics = None
-                if evaluation is not None and not stopping and evaluation.due(
-                        done, last=last, saving=saving):
-                    eval_metrics = evaluation.run(state["params"], done, bar.print)
-                if saving:
-                    checkpointer.save(done, state, data_state=data_state, force=last,
-                                      metrics=eval_metrics)
-                if stopping:
-                    stopped_at = done
-                    bar.print(f"Stopping after step {done} ({stop.signal_name or 'preemption'}): "
-                              f"checkpoint saved in {config.model_dir}; run the same command to "
-                              "resume.")
-                    break
-        checkpointer.wait_until_finished()
+            # The signal handlers stay installed until the last checkpoint is committed: a
+            # SIGTERM now is recorded (and reported below) instead of killing the write.
+            checkpointer.wait_until_finished()
+        if stop.signal_name is not None and stopped_at is None:
+            bar.print(f"{stop.signal_name} arrived while the last checkpoint was written; it "
+                      f"was committed (step {checkpointer.latest_step()} in {config.model_dir}).")
         last_good = checkpointer.latest_step()
+        saved_steps = checkpointer.all_steps()
         checkpointer.close()
         writer.close()
         if evaluation is not None:
@@ -195,11 +222,41 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
     if failure:
         where = (f"the last good checkpoint is step {last_good} in {config.model_dir}"
                  if last_good is not None else f"no checkpoint was saved in {config.model_dir}")
-        raise TrainError(f"{failure} Stopped without saving; {where}. Lower the learning rate "
-                         "or check the data, then rerun to resume from that checkpoint.")
+        history = loss_history(losses, nonfinite.steps[0], saved_steps)
+        raise TrainError(f"{failure} Stopped without saving; {where}. {history} Lower the "
+                         "learning rate or check the data, then rerun to resume from a "
+                         "checkpoint before the blow-up (delete the later step directories).")
     final = stopped_at if stopped_at is not None else max(start, config.train_steps)
     return TrainResult(final_step=final, losses=losses, model_dir=config.model_dir,
                        interrupted=stopped_at is not None)
+
+
+def loss_history(losses: Mapping[int, float], first_bad: int, checkpoints: list[int],
+                 window: int = 8) -> str:
+    """The logged losses up to the first non-finite step, the largest jump among them, and the
+    loss at each checkpoint: after a learning-rate blow-up the newest checkpoint may hold a
+    finite but ruinous update, so the user needs this to choose one."""
+    steps = [s for s in sorted(losses) if s <= first_bad][-window:]
+    finite = [s for s in steps if np.isfinite(losses[s])]
+    jump, ratio = None, 1.0
+    for before, after in zip(finite, finite[1:], strict=False):
+        if losses[before] > 0 and losses[after] / losses[before] > ratio:
+            jump, ratio = after, losses[after] / losses[before]
+    marks = {jump: f" (x{ratio:.1f} over step {finite[finite.index(jump) - 1]}: the largest "
+                   "jump)"} if jump is not None and ratio >= 1.5 else {}
+    shown = ", ".join(f"step {s}: {losses[s]:.4g}{marks.get(s, '')}" for s in steps)
+    text = f"Loss before the failure: {shown}."
+    saved = [s for s in checkpoints if s <= first_bad]
+    if saved:
+        def at(step: int) -> str:
+            logged = max((s for s in losses if s <= step), default=None)
+            if logged is None:
+                return f"step {step}"
+            after = ", after the jump" if jump is not None and marks and step >= jump else ""
+            return f"step {step} (loss {losses[logged]:.4g}{after})"
+
+        text += " Checkpoints: " + ", ".join(at(s) for s in saved) + "."
+    return text
 
 
 class NonFiniteSteps:

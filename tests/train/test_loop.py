@@ -210,3 +210,58 @@ def test_an_unreachable_remote_initial_checkpoint_is_one_clear_line(tmp_path):
     message = str(err.value)
     assert "gs://flantune-no-such-bucket/ckpt" in message and "\n" not in message
     assert "INITIAL_CHECKPOINT_PATH" in message
+
+
+def test_a_second_run_into_a_locked_model_dir_fails_at_once(tmp_path):
+    from flantune.train.run_lock import LOCK_FILE, RunLock
+
+    with RunLock(tmp_path):
+        with pytest.raises(TrainError, match=r"is in use by another flantune run .*pid"):
+            train(_config(tmp_path, train_steps=2))
+        assert not [p for p in os.listdir(tmp_path) if p.isdigit()]  # nothing written
+    train(_config(tmp_path, train_steps=2))
+    assert not (tmp_path / LOCK_FILE).exists()  # released at the end of the run
+
+
+def test_cli_unwritable_model_dir_is_one_line_before_config_gin(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     f"--gin.MODEL_DIR='{blocker}/run'"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not writable" in err and "file.txt" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_while_the_last_checkpoint_is_written_keeps_it(tmp_path):
+    """The handlers stay until the final write is committed: a SIGTERM then is reported and
+    the last step is saved (it killed the process and lost the step)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from flantune.testing.multiprocess import REPO_ROOT
+
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import tests.task_fixtures
+        from tests.train.test_loop import _config
+        from flantune.train import loop
+        from flantune.train.checkpoints import Checkpointer
+
+        wait = Checkpointer.wait_until_finished
+
+        def wait_after_sigterm(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return wait(self)
+
+        Checkpointer.wait_until_finished = wait_after_sigterm
+        result = loop.train(_config(sys.argv[1], train_steps=4))
+        print("final", result.final_step)
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "final 4" in done.stdout
+    assert "SIGTERM arrived while the last checkpoint was written" in done.stdout + done.stderr
+    assert sorted(int(p) for p in os.listdir(tmp_path) if p.isdigit())[-1] == 4

@@ -90,8 +90,11 @@ def test_too_many_nonfinite_steps_stop_with_the_last_good_checkpoint(tmp_path, m
     monkeypatch.setattr(loop, "make_train_step", _poisoned({3, 4, 5, 6, 7}))
     config = _config(tmp_path, train_steps=9, max_nonfinite_steps=2,
                      checkpoint=CheckpointConfig(save_interval_steps=3, async_save=False))
-    with pytest.raises(TrainError, match=r"3 steps had NaN/Inf.*last good checkpoint is step 3"):
+    with pytest.raises(TrainError, match=r"3 steps had NaN/Inf.*last good checkpoint is step 3"
+                       ) as err:
         train(config)
+    assert "Loss before the failure: step 1: " in str(err.value)
+    assert "step 4: nan" in str(err.value) and "Checkpoints: step 3 (loss " in str(err.value)
     assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [3]
 
 
@@ -102,3 +105,14 @@ def test_without_skipping_the_first_nonfinite_step_stops_the_run(tmp_path, monke
     with pytest.raises(TrainError, match=r"step 5 .*corrupted.*last good checkpoint is step 3"):
         train(config)
     assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [3]
+
+
+def test_the_loss_history_names_the_jump_and_the_checkpoints_after_it():
+    losses = {1: 2.0, 2: 1.9, 3: 1.8, 4: 7.2, 5: 7.5, 6: float("nan")}
+    text = loop.loss_history(losses, first_bad=6, checkpoints=[3, 5, 9])
+    assert text.startswith("Loss before the failure: step 1: 2, step 2: 1.9, step 3: 1.8, "
+                           "step 4: 7.2 (x4.0 over step 3: the largest jump), step 5: 7.5, "
+                           "step 6: nan.")
+    assert text.endswith("Checkpoints: step 3 (loss 1.8), step 5 (loss 7.5, after the jump).")
+    calm = loop.loss_history({1: 2.0, 2: 2.1, 3: float("inf")}, first_bad=3, checkpoints=[])
+    assert calm == "Loss before the failure: step 1: 2, step 2: 2.1, step 3: inf."
