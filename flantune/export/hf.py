@@ -10,6 +10,8 @@ lengths and vocabulary in config.gin (`flantune.train.run_config`); a parameter 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -133,7 +135,34 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
     ids = flantune_token_ids(config) if run is not None or vocab is not None \
         else config_token_ids(config)
     tokenizer_files: list[Path] = []
-    destination = Path(destination)
+    final = Path(destination)
+    # Everything is written into a staging directory beside the destination and moved into
+    # place only when all of it (tokenizer check included) succeeded: no half-written export.
+    destination = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    try:
+        files, tokenizer_files = _write(config, params, destination, vocab, run, ids, warnings,
+                                        extra_config, max_shard_size, dtype)
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+    final.mkdir(parents=True, exist_ok=True)
+    for item in sorted(destination.iterdir()):
+        os.replace(item, final / item.name)
+    destination.rmdir()
+    moved = [final / f.relative_to(destination) for f in files]
+    written = [*moved, final / "config.json", final / GENERATION_CONFIG_FILE]
+    return Export(config, ids, written, [final / f.relative_to(destination)
+                                         for f in tokenizer_files], warnings)
+
+
+def _write(config: ModelConfig, params, destination: Path, vocab, run: RunConfig | None, ids,
+           warnings: list[str], extra_config: dict, max_shard_size: int, dtype: str | None
+           ) -> tuple[list[Path], list[Path]]:
+    """Writes the tokenizer (checked against SentencePiece) and the weights into
+    `destination`; returns the weight files and the tokenizer files."""
+    tokenizer_files: list[Path] = []
     if vocab is not None:
         is_decoder = isinstance(config, DecoderConfig)
         tokenizer_files = save_tokenizer(
@@ -145,8 +174,7 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
                         "tokenization")
     files = save_hf_checkpoint(config, params, destination, max_shard_size=max_shard_size,
                                dtype=dtype, token_ids=ids, extra_config=extra_config)
-    written = [*files, destination / "config.json", destination / GENERATION_CONFIG_FILE]
-    return Export(config, ids, written, tokenizer_files, warnings)
+    return list(files), list(tokenizer_files)
 
 
 __all__ = ["Export", "PREFIX_LM_KEY", "export_to_hf"]

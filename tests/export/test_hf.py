@@ -14,6 +14,7 @@ from flantune.data.vocabulary import demo_vocabulary_path
 from flantune.export import command
 from flantune.models import DecoderConfig, T5Config, load_hf_checkpoint
 from flantune.models.convert import save_params
+from flantune.models.convert.errors import CheckpointError
 from flantune.train.checkpoints import CheckpointConfig, Checkpointer
 from tests.train.test_checkpoints import assert_trees_equal, random_params
 
@@ -172,3 +173,19 @@ def test_a_hugging_face_source_or_no_checkpoint_is_refused(tmp_path, capsys):
     assert command.main(["flantune-to-hf", str(tmp_path / "empty"), str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "flantune-to-hf SOURCE" in err and "it is empty" in err and "MODEL_DIR" in err
+
+
+def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    import flantune.export.hf as hf
+
+    run = _model_dir(tmp_path / "run", T5, {2: random_params(T5, seed=2)},
+                     {"inputs": 32, "targets": 8})
+
+    def full_disk(*args, **kwargs):
+        raise CheckpointError("no space left on device")
+
+    monkeypatch.setattr(hf, "save_hf_checkpoint", full_disk)
+    out = tmp_path / "hf"
+    assert command.main(["flantune-to-hf", str(run), str(out)]) != 0
+    assert "no space left" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
