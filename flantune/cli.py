@@ -56,14 +56,15 @@ def check_required_macros(names: Sequence[str] = REQUIRED_MACROS) -> None:
             "--gin.MODEL_DIR=\"'runs/demo'\").")
 
 
-def check_run_config(configurable: str, run_file: str) -> None:
+def check_run_config(configurable: str, run_file: str, files: Sequence[str] = ()) -> None:
     """One clear line when the gin files bind a run's macros but no run config reads them (the
     ``include`` of gin_configs/runs/*.gin is missing)."""
     try:
         gin.query_parameter(f"{configurable}.model_dir" if configurable.endswith("train_config")
                             else f"{configurable}.checkpoint_path")
     except ValueError:
-        raise CliError(f"No run configuration: the gin files never configure {configurable}, "
+        raise CliError(f"No run configuration: the gin files {list(files)} never configure "
+                       f"{configurable}, "
                        f"so macros such as MODEL_DIR would be ignored. Add "
                        f"--gin_file={run_file} (or include '{run_file}' in your gin file)."
                        ) from None
@@ -400,7 +401,7 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     multi_process = partitioning.initialize_distributed(
         args.coordinator_address, args.num_processes, args.process_id)
     check_required_macros()
-    check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin")
+    check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin", args.gin_file)
     try:
         config = gin_config.train_config()
     except (ValueError, TypeError) as err:
@@ -428,7 +429,8 @@ def run_eval(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     from flantune.train.checkpoints import CheckpointError
 
     check_required_macros(("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"))
-    check_run_config("flantune.eval_run", f"gin_configs/runs/{args.command}.gin")
+    check_run_config("flantune.eval_run", f"gin_configs/runs/{args.command}.gin",
+                     args.gin_file)
     try:
         config = gin_config.eval_run()
     except (ValueError, TypeError) as err:

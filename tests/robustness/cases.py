@@ -104,6 +104,10 @@ def source_cases() -> list[Case]:
         _source_case("jsonl: invalid UTF-8 bytes", cat, "f.jsonl",
                      _jsonl(GOOD_ALPACA).encode() + b'{"instruction": "\xff\xfe", "output": "1"}\n'
                      + _jsonl(GOOD_ALPACA).encode(), "jsonl", 2, 2, format="alpaca"),
+        _source_case("jsonl: line cut inside a UTF-8 character", cat, "f2.jsonl",
+                     _jsonl(GOOD_ALPACA).encode() + '{"instruction": "café'.encode()[:-1]
+                     + b"\n" + _jsonl(GOOD_ALPACA).encode(), "jsonl", 2, 2, ("truncated",),
+                     format="alpaca"),
         _source_case("jsonl: fields= names a missing raw field", cat, "g.jsonl",
                      _jsonl({"q": "a", "a": "b"}, {"q": "c"}, {"q": "d", "a": "e"}), "jsonl", 2,
                      2, ("'a'",), fields=["q", "a"]),
@@ -253,7 +257,27 @@ def gin_cases() -> list[Case]:
              _cli(*_TRAIN, "--gin.MIXTURE_OR_TASK_NAME='demo_typo'"), ("demo_typo",)),
         Case("optimizer name misspelled", cat,
              _cli(*_TRAIN, "--gin.flantune.OptimizerConfig.name='adamm'"), ("adamm",)),
+        Case("t5x setting flantune does not honour", cat, _cli(*_TRAIN, "--gin.EVAL_STEPS=20"),
+             ("EVAL_STEPS", "EVALUATOR_NUM_EXAMPLES")),
+        Case("t5x's RANDOM_SEED = None", cat, _cli(*_TRAIN, "--gin.RANDOM_SEED=None"),
+             ("RANDOM_SEED", "integer")),
+        Case("run gin without the run include", cat, _without_run_include,
+             ("gin_configs/runs/finetune.gin", "run.gin")),
+        Case("MODEL_DIR under a regular file", cat, _model_dir_under_a_file,
+             ("is not writable", "file.txt")),
     ]
+
+
+def _without_run_include(directory: Path):
+    run = _write(directory, "run.gin", "include 'gin_configs/models/t5_1_1_tiny.gin'\n"
+                 f"MODEL_DIR = '{directory}/run'\nMIXTURE_OR_TASK_NAME = 'demo'\n"
+                 "TRAIN_STEPS = 3\nTASK_FEATURE_LENGTHS = {'inputs': 8, 'targets': 8}\n")
+    return _cli("train", f"--gin_file={run}")(directory)
+
+
+def _model_dir_under_a_file(directory: Path):
+    _write(directory, "file.txt", "not a directory")
+    return _cli(*_TRAIN[:2], "--gin.MODEL_DIR='{dir}/file.txt/run'")(directory)
 
 
 # ------------------------------------------------------------------------------- vocabulary
