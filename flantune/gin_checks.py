@@ -92,7 +92,8 @@ def _scope_applies(bound_scope: str, called_scope: str) -> bool:
     """Whether a binding made in `bound_scope` applies to a call made in `called_scope`."""
     if not bound_scope:
         return True
-    return bound_scope in called_scope.split("/") or called_scope == bound_scope
+    bound, called = bound_scope.split("/"), called_scope.split("/")
+    return called[:len(bound)] == bound  # gin applies the bindings of the active scope's prefixes
 
 
 def _read_parameters() -> dict[str, list[tuple[str, set[str]]]]:

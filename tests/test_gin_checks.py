@@ -76,3 +76,12 @@ def test_t5x_macros_at_values_flantune_honours_pass():
     gin.parse_config("EVAL_STEPS = None\nUSE_HARDWARE_RNG = False\nJSON_WRITE_N_RESULTS = None\n"
                      "EVALUATOR_USE_MEMORY_CACHE = True")
     check_t5x_macros()
+
+
+def test_scoped_bindings_apply_to_calls_in_scopes_they_prefix():
+    """gin applies `outer/f.b` inside scope outer/inner, but not `inner/f.a` there."""
+    gin.parse_config("outer/gin_checks_probe.b = 5\ninner/gin_checks_probe.a = 1")
+    with gin.config_scope("outer"), gin.config_scope("inner"):
+        assert _probe() == 6
+    [line] = unused_settings()
+    assert "inner/" in line and "never called in scope 'inner'" in line
