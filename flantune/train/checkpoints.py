@@ -3,21 +3,29 @@
 A step directory holds three items: `state` (the train state pytree: params, optimizer state,
 step, RNG; saved with `ocp.args.StandardSave`, so sharded arrays are written by the processes
 that own them), `data_state` (the data iterator's position of every process, as one JSON mapping
-`{process_index: state_json}`) and `fingerprint` (per-array sums, checked on restore). Orbax
+`{process_index: state_json}`) and `fingerprint` (an exact checksum of every array's bits,
+checked on restore: `flantune.train.fingerprints`). Orbax
 writes JSON items from the primary process only, so each process's position is gathered to every
 process before the save; on restore each process picks its own entry. Orbax writes each step
 into a temporary directory and renames it when complete, so an interrupted write never shows up
 as a step; restore checks the stored tree against the expected one before reading any array.
+
+A damaged step is reported in one line (the detail goes to MODEL_DIR/checkpoint_errors.log);
+resuming with `fall_back_to_previous` moves it aside to `N.damaged-<time>` (kept, outside
+orbax's step names) so that step N is saved again. A full disk raises one CheckpointError
+naming MODEL_DIR, the free and the needed space.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +40,16 @@ from flantune.models import build_model, load_hf_checkpoint, model_params
 from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
 from flantune.train import checkpoint_kinds
+from flantune.train.checkpoint_errors import (
+    DiskFullLogFilter,
+    is_disk_full,
+    is_os_error,
+    size_text,
+    summary,
+    write_detail,
+)
 from flantune.train.fingerprints import (
+    FingerprintFormatError,
     FingerprintSave,
     PendingFingerprint,
     fingerprint_mismatches,
@@ -46,9 +63,12 @@ PyTree = Any
 
 STATE_ITEM = "state"
 DATA_STATE_ITEM = "data_state"
-# Per-array (sum, sum of absolute values) of the saved state, checked after every restore
+# Per-array checksums of the saved state, checked after every restore
 # (flantune.train.fingerprints).
 FINGERPRINT_ITEM = "fingerprint"
+# A damaged step moved aside by a fall-back restore: `N.damaged-<time>` (no '_': orbax reads
+# names ending in '_<digits>' as steps).
+DAMAGED_MARK = ".damaged-"
 _MAX_LISTED_PROBLEMS = 8
 _log = logging.getLogger(__name__)
 
@@ -59,6 +79,10 @@ class CheckpointError(RuntimeError):
 
 class UnreadableCheckpointError(CheckpointError):
     """A saved step's files are damaged or incomplete (an earlier step may still be good)."""
+
+
+class ChecksumMismatch(ValueError):
+    """Restored arrays whose bits differ from the checksum saved with them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,17 +156,45 @@ def free_bytes(directory: str | os.PathLike) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_free_space(directory: str | os.PathLike, state_bytes: int, copies: int = 2) -> None:
-    """Raises CheckpointError unless `directory` has room for `copies` checkpoints of
-    `state_bytes` (one being written while the previous one is kept)."""
-    need = state_bytes * copies
+def checkpoint_copies(config: CheckpointConfig) -> int:
+    """How many checkpoints are on disk at once at most: the `keep` latest and the `keep_best`
+    best (orbax deletes old steps only once a new one is complete) and one being written.
+    With `keep=None` (keep all) the count grows with every save; the latest one is counted."""
+    return (config.keep or 1) + (config.keep_best or 0) + 1
+
+
+def _kept_steps(directory: str | os.PathLike) -> int:
+    """Complete steps already in `directory` (0 for a new or remote one)."""
+    path = os.fspath(directory)
+    if "://" in path or not os.path.isdir(path):
+        return 0
+    return len(ocp.step.checkpoint_steps(path))
+
+
+def check_free_space(directory: str | os.PathLike, state_bytes: int, copies: int | None = None,
+                     *, config: CheckpointConfig | None = None) -> None:
+    """Raises CheckpointError unless `directory` has room for the checkpoints a run keeps at
+    once: `copies` of `state_bytes`, by default `checkpoint_copies(config)` (`config`: the
+    run's CheckpointConfig, else the default one), less the complete steps already there."""
+    config = config or CheckpointConfig()
+    if copies is None:
+        copies = checkpoint_copies(config)
+    present = min(_kept_steps(directory), copies - 1)
+    need = state_bytes * (copies - present)
     free = free_bytes(directory)
+    if config.keep is None:
+        _log.warning("CheckpointConfig.keep=None keeps every checkpoint: MODEL_DIR %s needs "
+                     "about %s more for each save.", directory, size_text(state_bytes))
     if free < need:
+        kept = f"keep={config.keep}" + (f" + keep_best={config.keep_best}"
+                                        if config.keep_best else "")
+        on_disk = f"; {present} already on disk" if present else ""
         raise CheckpointError(
-            f"MODEL_DIR {directory} has {free / 2**30:.2f} GiB free, but checkpoints of this run "
-            f"need about {need / 2**30:.2f} GiB ({copies} x {state_bytes / 2**30:.2f} GiB of "
-            "parameters and optimizer state); free some space or point MODEL_DIR at a larger "
-            "disk before training.")
+            f"MODEL_DIR {directory} has {size_text(free)} free, but checkpoints of this run "
+            f"need about {size_text(need)} more: up to {copies} at once ({kept} + 1 being "
+            f"written) of {size_text(state_bytes)} of parameters and optimizer state each"
+            f"{on_disk}. Free some space, lower CheckpointConfig.keep, or point MODEL_DIR at a "
+            "larger disk before training.")
 
 
 def _preservation_policy(config: CheckpointConfig) -> ocp.checkpoint_managers.PreservationPolicy:
@@ -157,6 +209,12 @@ def _preservation_policy(config: CheckpointConfig) -> ocp.checkpoint_managers.Pr
             keep_checkpoints_without_metrics=False,
         ))
     return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
+def _tree_bytes(tree: PyTree) -> int:
+    """Bytes of every array of `tree` (global sizes)."""
+    return int(sum(int(np.prod(leaf.shape, dtype=np.int64)) * leaf.dtype.itemsize
+                   for leaf in jax.tree.leaves(tree)))
 
 
 def _allgather_strings(text: str) -> list[str]:
@@ -285,6 +343,14 @@ class Checkpointer:
                         if config.async_save and config.save_in_thread
                         and jax.process_count() == 1 else None)
         self._pending: Future[bool] | None = None
+        # (step, bytes) of the write last handed to orbax, whose background part may still run.
+        self._saving: tuple[int, int] | None = None
+        self._disk_full_logs = DiskFullLogFilter()
+        logging.getLogger("absl").addFilter(self._disk_full_logs)  # orbax logs through absl
+
+    def check_free_space(self, state_bytes: int) -> None:
+        """`check_free_space` for this MODEL_DIR and CheckpointConfig (`keep`, `keep_best`)."""
+        check_free_space(self.directory, state_bytes, config=self.config)
 
     def latest_step(self) -> int | None:
         """The newest saved step (a background save counts from its start), or None."""
@@ -329,30 +395,74 @@ class Checkpointer:
             return False
         stored_metrics = self._checked_metrics(step, metrics)
         data_states = None if data_state is None else _all_data_states(data_state)
+        nbytes = _tree_bytes(state)
         if self._writer is None:
-            return self._write(step, state, start_fingerprint(state), data_states,
+            return self._write(step, nbytes, state, start_fingerprint(state), data_states,
                                stored_metrics)
         copy, pending_fingerprint = snapshot(state)
-        self._pending = self._writer.submit(self._write, step, copy, pending_fingerprint,
-                                            data_states, stored_metrics)
+        self._pending = self._writer.submit(self._write, step, nbytes, copy,
+                                            pending_fingerprint, data_states, stored_metrics)
         return True
 
-    def _write(self, step: int, state: PyTree, pending_fingerprint: PendingFingerprint,
-               data_states: dict[str, str] | None, metrics: dict[str, float] | None) -> bool:
+    def _write(self, step: int, nbytes: int, state: PyTree,
+               pending_fingerprint: PendingFingerprint, data_states: dict[str, str] | None,
+               metrics: dict[str, float] | None) -> bool:
         """Orbax's save of one step (asynchronous with `async_save`: returns once orbax has
-        copied the arrays to host memory)."""
+        copied the arrays to host memory). The previous step's background write is finished
+        first, so that its error names its own step."""
+        with self._write_errors():
+            self._manager.wait_until_finished()
         items: dict[str, ocp.args.CheckpointArgs] = {
             STATE_ITEM: ocp.args.StandardSave(state),
             FINGERPRINT_ITEM: FingerprintSave(pending_fingerprint)}
         if data_states is not None:
             items[DATA_STATE_ITEM] = ocp.args.JsonSave(data_states)
-        try:
+        self._saving = (step, nbytes)
+        with self._write_errors():
             return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
                                       force=True)
-        except OSError as err:
-            raise CheckpointError(f"could not write checkpoint step {step} to "
-                                  f"{self.step_path(step)}: {err}; check free space and "
-                                  "permissions of MODEL_DIR.") from err
+
+    @contextlib.contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """Turns a failed write of the step being saved into one CheckpointError: a full disk
+        (orbax / TensorStore raise it from the background write, as OSError or ValueError)
+        names MODEL_DIR, the free and the needed space; other OS errors name the step."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as err:  # orbax/tensorstore raise many types for a failed write
+            if self._saving is None or not (is_disk_full(err) or is_os_error(err)):
+                raise
+            step, nbytes = self._saving
+            self._saving = None
+            raise self._write_error(step, nbytes, err) from err
+
+    def _write_error(self, step: int, nbytes: int, err: Exception) -> CheckpointError:
+        path = self.step_path(step)
+        # From the directory: orbax forgets steps to be replaced when their successor starts.
+        done = [s for s in ocp.step.checkpoint_steps(self.directory) if s != step]
+        last = (f"The last complete checkpoint, step {max(done)} ({self.step_path(max(done))}),"
+                " is intact" if done else "No complete checkpoint was written before")
+        partial = sorted(p.name for p in self.directory.iterdir()
+                         if p.name.startswith(f"{step}.") and DAMAGED_MARK not in p.name)
+        if partial:
+            last += f"; the partial write {partial[0]} is removed at the next start"
+        full = is_disk_full(err)
+        headline = (f"MODEL_DIR {self.directory} is full" if full else
+                    f"could not write checkpoint step {step} to {path}")
+        detail = write_detail(self.directory, headline, err, self._disk_full_logs.take())
+        if not full:
+            return CheckpointError(
+                f"{headline} ({summary(err)}); check the permissions and the file system of "
+                f"MODEL_DIR. {last}. Full error: {detail}")
+        copies = checkpoint_copies(self.config)
+        return CheckpointError(
+            f"{headline}: writing checkpoint step {step} failed with "
+            f"{size_text(free_bytes(self.directory))} free; a checkpoint of this run needs about "
+            f"{size_text(nbytes)}, and up to {copies} are kept at once "
+            f"({size_text(copies * nbytes)}). {last}. Free some space or point MODEL_DIR at a "
+            f"larger disk, then resume. Full error: {detail}")
 
     def _settle(self) -> None:
         """Waits for the save call handed to the writer thread; raises its error, if any."""
@@ -380,17 +490,76 @@ class Checkpointer:
         state JSON, or None if the step holds none).
 
         A step whose files are damaged raises `UnreadableCheckpointError`; with `fall_back`, the
-        next earlier step is tried instead (with a warning), down to the oldest kept one.
+        next earlier step is tried instead (with a warning), down to the oldest kept one. Once
+        one is read, the damaged newer ones are moved aside (`_move_aside`), so that training
+        saves their steps again and later runs and `flantune eval` no longer find them.
         """
         self.wait_until_finished()
         step = self._existing_step(step)
         candidates = [s for s in reversed(self.all_steps()) if s <= step] if fall_back else [step]
+        damaged = []
         for candidate in candidates[:-1]:
             try:
-                return self._restore_step(candidate, abstract_state)
+                restored = self._restore_agreed(candidate, abstract_state)
             except UnreadableCheckpointError as err:
                 _log.warning("%s Falling back to the previous step.", err)
-        return self._restore_step(candidates[-1], abstract_state)
+                damaged.append(candidate)
+                continue
+            self._move_aside(damaged)
+            return restored
+        restored = self._restore_agreed(candidates[-1], abstract_state)
+        self._move_aside(damaged)
+        return restored
+
+    def _restore_agreed(self, step: int, abstract_state: PyTree) -> tuple[PyTree, str | None]:
+        """`_restore_step`, failing on every process if it fails on one (each reads its own
+        shards), so that all fall back alike."""
+        error: UnreadableCheckpointError | None = None
+        try:
+            restored = self._restore_step(step, abstract_state)
+        except UnreadableCheckpointError as err:
+            if jax.process_count() == 1:
+                raise
+            error = err
+        if jax.process_count() > 1:
+            failed = np.asarray(multihost_utils.process_allgather(
+                np.array([error is not None], np.int32))).ravel()
+            if error is None and failed.any():
+                error = UnreadableCheckpointError(
+                    f"checkpoint step {step} at {self.step_path(step)} cannot be read by "
+                    f"process(es) {np.flatnonzero(failed).tolist()} (their logs name the file).")
+        if error is not None:
+            raise error
+        return restored
+
+    def _move_aside(self, steps: list[int]) -> None:
+        """Renames each damaged step N to `N.damaged-<time>` (outside orbax's step names; kept
+        for inspection, never deleted) and says so."""
+        if not steps:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for step in steps:
+            path = self.step_path(step)
+            target = self.directory / f"{step}{DAMAGED_MARK}{stamp}"
+            if jax.process_index() == 0:
+                suffix = 1
+                while target.exists():
+                    suffix += 1
+                    target = self.directory / f"{step}{DAMAGED_MARK}{stamp}-{suffix}"
+                try:
+                    path.rename(target)
+                except OSError as err:
+                    raise CheckpointError(
+                        f"checkpoint step {step} at {path} is damaged, and moving it aside to "
+                        f"{target} failed ({err}); move or delete it by hand, then resume."
+                    ) from err
+                _log.warning(
+                    "Moved the damaged checkpoint step %d from %s to %s (kept for inspection; "
+                    "delete it when done). Training saves step %d again when it gets there.",
+                    step, path, target, step)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("flantune_checkpoint_moved_aside")
+        self._manager.reload()
 
     def _restore_step(self, step: int, abstract_state: PyTree) -> tuple[PyTree, str | None]:
         path = self.step_path(step)
@@ -413,11 +582,14 @@ class Checkpointer:
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
             raise self._unreadable(step, path, err) from err
         if FINGERPRINT_ITEM in args:
-            bad = fingerprint_mismatches(restored[FINGERPRINT_ITEM], restored[STATE_ITEM])
+            try:
+                bad = fingerprint_mismatches(restored[FINGERPRINT_ITEM], restored[STATE_ITEM])
+            except FingerprintFormatError as err:
+                raise CheckpointError(f"checkpoint step {step} at {path}: {err}.") from None
             if bad:
-                raise self._unreadable(step, path, ValueError(
-                    f"{len(bad)} array(s) differ from the fingerprint saved with them, e.g. "
-                    f"{bad[0]}"))
+                raise self._unreadable(step, path, ChecksumMismatch(
+                    f"{len(bad)} array(s) differ from the checksum saved with them: "
+                    f"{_summarize(bad)}"), array=bad[0].split(" ")[0])
         data_states = restored.get(DATA_STATE_ITEM) if DATA_STATE_ITEM in args else None
         return restored[STATE_ITEM], self._own_data_state(step, path, data_states)
 
@@ -448,15 +620,21 @@ class Checkpointer:
                 "this path as INITIAL_CHECKPOINT_PATH if it holds compatible weights.")
         return items
 
-    def _unreadable(self, step: int, path: epath.Path, err: Exception
+    def _unreadable(self, step: int, path: epath.Path, err: Exception, array: str = ""
                     ) -> UnreadableCheckpointError:
+        """One line naming the step, the file (or array) and what to do; the full error goes
+        to the detail log in MODEL_DIR."""
         earlier = [s for s in self.all_steps() if s < step]
-        hint = (f"restore an earlier step ({earlier[-1]}; set "
-                "flantune.CheckpointConfig.fall_back_to_previous = True to do so) or delete "
-                f"{path}" if earlier else f"delete {path} to start afresh")
-        return UnreadableCheckpointError(f"checkpoint step {step} at {path} cannot be read "
-                               f"({type(err).__name__}: {err}); the files may be damaged or "
-                               f"incomplete: {hint}.")
+        hint = (f"resume from step {earlier[-1]} with flantune.CheckpointConfig."
+                f"fall_back_to_previous = True (step {step} is then moved aside to "
+                f"{step}{DAMAGED_MARK}<time> and saved again) or delete {path}"
+                if earlier else f"delete {path} to start afresh")
+        headline = f"checkpoint step {step} at {path} cannot be read"
+        detail = write_detail(self.directory, headline, err)
+        what = (f"array {array}, {type(err).__name__}" if array else summary(err))
+        return UnreadableCheckpointError(
+            f"{headline} ({what}); the files are damaged or incomplete: {hint}. Full error: "
+            f"{detail}")
 
     @staticmethod
     def _own_data_state(step: int, path: epath.Path, data_states: Mapping[str, str] | None
@@ -475,16 +653,22 @@ class Checkpointer:
     def wait_until_finished(self) -> None:
         """Blocks until a background save has been written completely."""
         self._settle()
-        self._manager.wait_until_finished()
+        with self._write_errors():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Finishes pending saves and releases the manager's resources."""
         try:
             self._settle()
+            with self._write_errors():
+                self._manager.wait_until_finished()
         finally:
             self._manager.close()
             if self._writer is not None:
                 self._writer.shutdown()
+            logging.getLogger("absl").removeFilter(self._disk_full_logs)
+            for record in self._disk_full_logs.take():  # held back, but no error reported them
+                _log.error("%s", record)
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -514,8 +698,7 @@ def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
     try:
         stored = checkpointer.metadata(state_path).item_metadata.tree
     except Exception as err:  # unreadable metadata
-        raise UnreadableCheckpointError(f"{role} {state_path} cannot be read "
-                                        f"({type(err).__name__}: {err}).") from err
+        raise _unreadable_path(role, state_path, state_path.parent.parent, err) from err
     if "params" not in stored:
         raise CheckpointError(f"{role} {state_path} has no 'params' in its train "
                               f"state (found {sorted(stored)}).")
@@ -530,9 +713,48 @@ def _restore_params(checkpointer: ocp.Checkpointer, state_path: epath.Path,
         restored = checkpointer.restore(state_path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=_restore_args(target), partial_restore=True))
     except Exception as err:  # orbax/tensorstore raise many types for damaged files
-        raise UnreadableCheckpointError(f"{role} {state_path} cannot be read "
-                                        f"({type(err).__name__}: {err}).") from err
+        raise _unreadable_path(role, state_path, state_path.parent.parent, err) from err
+    _verify_params(role, state_path, restored["params"])
     return restored["params"]
+
+
+def _verify_params(role: str, state_path: epath.Path, params: PyTree) -> None:
+    """Checks restored params against the checksums saved in their step (if it has any)."""
+    fingerprint_path = state_path.parent / FINGERPRINT_ITEM / "metadata"
+    if not fingerprint_path.exists():
+        return
+    try:
+        stored = json.loads(fingerprint_path.read_text())
+        prefix = "params/"
+        if "format" in stored:
+            stored = {**stored, "arrays": {key[len(prefix):]: value
+                                           for key, value in stored["arrays"].items()
+                                           if key.startswith(prefix)}}
+        else:
+            stored = {key[len(prefix):]: value for key, value in stored.items()
+                      if key.startswith(prefix)}
+        bad = fingerprint_mismatches(stored, params)
+    except FingerprintFormatError as err:
+        raise CheckpointError(f"{role} {state_path}: {err}.") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a damaged JSON file
+        raise _unreadable_path(role, fingerprint_path, state_path.parent.parent, err) from err
+    if bad:
+        err = ChecksumMismatch(f"{len(bad)} array(s) differ from the checksum saved with them: "
+                               f"{_summarize(bad)}")
+        raise _unreadable_path(role, state_path, state_path.parent.parent, err,
+                               what=f"array params/{bad[0].split(' ')[0]}")
+
+
+def _unreadable_path(role: str, path: epath.Path, log_directory: epath.Path, err: Exception,
+                     what: str = "") -> UnreadableCheckpointError:
+    """One line naming `role`, the path and the damaged file or array; the full error goes to
+    the detail log in `log_directory` (the run's MODEL_DIR)."""
+    headline = f"{role} {path} cannot be read"
+    detail = write_detail(log_directory, headline, err)
+    what = f"{what}, {type(err).__name__}" if what else summary(err)
+    return UnreadableCheckpointError(
+        f"{headline} ({what}); its files are damaged or incomplete: use another checkpoint. "
+        f"Full error: {detail}")
 
 
 def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree, role: str) -> bool:
@@ -582,8 +804,7 @@ def _load_native_params(directory: epath.Path, abstract_params: PyTree, role: st
         try:
             stored = checkpointer.metadata(params_path).item_metadata.tree
         except Exception as err:  # unreadable metadata
-            raise UnreadableCheckpointError(f"{role} {params_path} cannot be read "
-                                            f"({type(err).__name__}: {err}).") from err
+            raise _unreadable_path(role, params_path, directory, err) from err
         problems = _tree_differences(stored, abstract_params)
         if problems:
             raise CheckpointError(
@@ -596,8 +817,7 @@ def _load_native_params(directory: epath.Path, abstract_params: PyTree, role: st
             return checkpointer.restore(params_path, args=ocp.args.PyTreeRestore(
                 item=target, restore_args=_restore_args(target)))
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
-            raise UnreadableCheckpointError(f"{role} {params_path} cannot be read "
-                                            f"({type(err).__name__}: {err}).") from err
+            raise _unreadable_path(role, params_path, directory, err) from err
     finally:
         checkpointer.close()
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Sharding
 
-from flantune.train.fingerprints import PendingFingerprint, dtype_names, tree_sums
+from flantune.train.fingerprints import PendingFingerprint, pending, tree_checksums
 
 PyTree = Any
 
@@ -46,14 +46,15 @@ def _snapshot_sharding(array: jax.Array) -> Sharding:
 
 @functools.lru_cache(maxsize=16)
 def _snapshot_fn(shardings: tuple[Sharding, ...], moves: tuple[bool, ...]) -> Any:
-    """One jitted copy + fingerprint of a flat list of arrays, the copies placed with
-    `shardings`; `moves[i]`: whether leaf i goes to another memory kind than its own."""
+    """One jitted copy + checksums (`flantune.train.fingerprints`) of a flat list of arrays,
+    the copies placed with `shardings`; `moves[i]`: whether leaf i goes to another memory kind
+    than its own."""
     def copy_and_sum(leaves: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
         # An output in another memory kind than its input is a transfer (a new buffer); in the
         # same memory, jnp.copy keeps jit from handing back the input buffer itself.
         copies = [leaf if move else jnp.copy(leaf)
                   for leaf, move in zip(leaves, moves, strict=True)]
-        return copies, tree_sums(leaves)
+        return copies, tree_checksums(leaves)
 
     return jax.jit(copy_and_sum, out_shardings=(list(shardings), None))
 
@@ -66,6 +67,6 @@ def snapshot(state: PyTree) -> tuple[PyTree, PendingFingerprint]:
     shardings = tuple(_snapshot_sharding(leaf) for leaf in leaves)
     moves = tuple(sharding.memory_kind != leaf.sharding.memory_kind
                   for sharding, leaf in zip(shardings, leaves, strict=True))
-    copies, sums = _snapshot_fn(shardings, moves)(leaves)
+    copies, checksums = _snapshot_fn(shardings, moves)(leaves)
     return (jax.tree.unflatten(treedef, copies),
-            PendingFingerprint(jax.tree.unflatten(treedef, sums), dtype_names(state)))
+            pending(jax.tree.unflatten(treedef, checksums), state))

@@ -7,10 +7,13 @@ XLA_FLAGS forcing 8 host devices, or with jax.distributed over 2 processes); see
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,13 +39,16 @@ from flantune.models import (
 )
 from flantune.models.convert import save_params
 from flantune.testing import free_port
+from flantune.train.checkpoint_errors import DETAIL_LOG
 from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
     CheckpointError,
     UnreadableCheckpointError,
+    check_free_space,
     load_initial_params,
 )
+from flantune.train.fingerprints import FingerprintHandler
 
 # Reading a damaged checkpoint fails one read while orbax's other reads are still in flight; their
 # completion callbacks later find orbax's event loop closed (harmless, inside orbax).
@@ -277,13 +283,14 @@ def test_save_in_thread_off_calls_orbax_on_the_callers_thread(tmp_path, monkeypa
 def test_a_failed_write_is_raised_naming_the_step(tmp_path, monkeypatch, save_in_thread):
     """On the writer thread the error reaches the caller at its next checkpointer call."""
     def failing_save(self, *args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
     config = CheckpointConfig(save_interval_steps=1, save_in_thread=save_in_thread)
     checkpointer = Checkpointer(tmp_path, config)
-    message = (rf"could not write checkpoint step 4 to {re.escape(str(tmp_path / '4'))}: "
-               r".*No space left")
+    message = (rf"^could not write checkpoint step 4 to {re.escape(str(tmp_path / '4'))} "
+               r"\(OSError: \[Errno 5\] Input/output error\); check the permissions.*Full error: "
+               rf"{re.escape(str(tmp_path / DETAIL_LOG))}$")
     try:
         if save_in_thread:
             assert checkpointer.save(4, make_state())
@@ -295,6 +302,104 @@ def test_a_failed_write_is_raised_naming_the_step(tmp_path, monkeypatch, save_in
                 checkpointer.save(4, make_state())
     finally:
         checkpointer.close()
+
+
+# The error TensorStore raises for a full disk (from a real run on a full tmpfs), and the
+# OSError orbax's JSON items raise.
+TENSORSTORE_DISK_FULL = (
+    'RESOURCE_EXHAUSTED: Error writing "params.w/0.0" in OCDBT database at local file "{}": '
+    "Failed to write 5709 bytes to file 17: No space left on device [os_error_code='28']")
+
+
+def _fail_step_writes(monkeypatch, step: int, form: str) -> None:
+    """Makes the background commit of `step` raise a full disk after its arrays are written
+    (the fingerprint item is written last), as an OSError or in TensorStore's words; orbax
+    logs its own traceback of it too."""
+    original = FingerprintHandler._save_fn
+
+    async def full_disk(self, item, directory):
+        if f"{step}.orbax-checkpoint-tmp" in str(directory):
+            logging.getLogger("absl").error("commit failed", exc_info=OSError(
+                errno.ENOSPC, "No space left on device"))
+            if form == "oserror":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            raise ValueError(TENSORSTORE_DISK_FULL.format(directory))
+        await original(self, item, directory)
+
+    monkeypatch.setattr(FingerprintHandler, "_save_fn", full_disk)
+
+
+@pytest.mark.parametrize("form", ["oserror", "tensorstore"])
+@pytest.mark.parametrize("way", ["sync", "async", "thread"])
+def test_a_full_disk_mid_save_is_one_error_and_the_last_step_stays(tmp_path, monkeypatch,
+                                                                   caplog, way, form):
+    state = make_state()
+    config = CheckpointConfig(save_interval_steps=1, keep=1, async_save=way != "sync",
+                              save_in_thread=way == "thread")
+    _fail_step_writes(monkeypatch, 2, form)
+    checkpointer = Checkpointer(tmp_path, config)
+    try:
+        checkpointer.save(1, state, data_state='{"step": 1}')
+        with pytest.raises(CheckpointError) as info:
+            checkpointer.save(2, make_state(seed=2), data_state='{"step": 2}')
+            checkpointer.wait_until_finished()  # the background write's error surfaces here
+    finally:
+        checkpointer.close()
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 700, message
+    assert re.fullmatch(
+        rf"MODEL_DIR {re.escape(str(tmp_path))} is full: writing checkpoint step 2 failed with "
+        r"[0-9.e-]+ GiB free; a checkpoint of this run needs about [0-9.e-]+ GiB, and up to 2 "
+        r"are kept at once \([0-9.e-]+ GiB\)\. The last complete checkpoint, step 1 "
+        rf"\({re.escape(str(tmp_path / '1'))}\), is intact; the partial write "
+        r"2\.orbax-checkpoint-tmp\S* is removed at the next start\. Free some space or point "
+        r"MODEL_DIR at a larger disk, then resume\. Full error: "
+        rf"{re.escape(str(tmp_path / DETAIL_LOG))}", message), message
+    detail = (tmp_path / DETAIL_LOG).read_text()
+    assert "No space left on device" in detail and "Traceback" in detail
+    assert "commit failed" in detail  # orbax's own log record, held back from the console
+    assert not [r for r in caplog.records if "No space left" in (r.exc_text or r.getMessage())]
+    with Checkpointer(tmp_path, sync_config(keep=1)) as checkpointer:  # as after a restart
+        assert checkpointer.all_steps() == [1]
+        restored, data_state = checkpointer.restore(None, abstract_of(state))
+    assert data_state == '{"step": 1}'
+    assert_trees_equal(restored, state)
+
+
+@pytest.mark.parametrize(("options", "copies"), [
+    ({}, 4),  # the default: keep=3, plus one being written
+    ({"keep": 1}, 2),
+    ({"keep": 2, "keep_best": 3, "best_metric": "accuracy"}, 6),
+])
+def test_free_space_check_counts_kept_copies_and_one_being_written(tmp_path, monkeypatch,
+                                                                  options, copies):
+    usage = shutil.disk_usage(tmp_path)
+    free = {"bytes": 0}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=free["bytes"]))
+    config = CheckpointConfig(**options)
+    gib = 2**30
+    free["bytes"] = copies * gib
+    check_free_space(tmp_path, gib, config=config)
+    free["bytes"] = copies * gib - gib // 2
+    with pytest.raises(CheckpointError, match=(
+            rf"MODEL_DIR {re.escape(str(tmp_path))} has {copies - 0.5:.2f} GiB free, but "
+            rf"checkpoints of this run need about {copies:.2f} GiB more: up to {copies} at once "
+            rf"\(keep={config.keep}.* \+ 1 being written\) of 1.00 GiB .*lower "
+            "CheckpointConfig.keep")):
+        check_free_space(tmp_path, gib, config=config)
+    with Checkpointer(tmp_path / "run", config) as checkpointer, pytest.raises(CheckpointError):
+        checkpointer.check_free_space(gib)
+
+
+def test_free_space_check_counts_the_steps_already_on_disk(tmp_path, monkeypatch):
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, make_state())
+        checkpointer.save(2, make_state())
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2000))
+    check_free_space(tmp_path, 1000)  # 2 of the 4 copies are there already
+    with pytest.raises(CheckpointError, match=r"up to 4 at once .*; 2 already on disk"):
+        check_free_space(tmp_path, 1001)
 
 
 # --------------------------------------------------------------------------- when / what to keep
@@ -403,14 +508,130 @@ def test_damaged_checkpoint_names_step_and_path_and_can_fall_back(tmp_path, capl
     for path in data_files:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
-        with pytest.raises(UnreadableCheckpointError,
-                           match=rf"step 2 at {tmp_path / '2'} cannot be read.*step \(1; set "
-                                 r"flantune.CheckpointConfig.fall_back_to_previous = True"):
+        with pytest.raises(UnreadableCheckpointError) as info:
             checkpointer.restore(None, abstract_of(state))
         restored, data_state = checkpointer.restore(None, abstract_of(state), fall_back=True)
+    # One line: the step, the damaged file, what to do, where the full error is.
+    message = str(info.value)
+    assert re.fullmatch(
+        rf"checkpoint step 2 at {re.escape(str(tmp_path / '2'))} cannot be read \(array \S+, "
+        rf"file {re.escape(str(tmp_path / '2' / 'state'))}/(\S+/)?d/[0-9a-f]+, "
+        r"ValueError: [^;]*\); the files are damaged or incomplete: resume from step 1 with "
+        r"flantune\.CheckpointConfig\.fall_back_to_previous = True \(step 2 is then moved "
+        r"aside to 2\.damaged-<time> and saved again\) or delete \S+/2\. Full error: "
+        rf"{re.escape(str(tmp_path / DETAIL_LOG))}", message), message
+    assert len(message) < 700 and "tensorstore_spec" not in message
+    assert "tensorstore_spec" in (tmp_path / DETAIL_LOG).read_text()  # the detail, kept
     assert data_state == '{"step": 1}'
     assert_trees_equal(restored, state)
     assert "step 2" in caplog.text and "Falling back" in caplog.text
+
+
+def test_fall_back_moves_the_damaged_step_aside_so_it_is_saved_again(tmp_path, caplog):
+    state, damaged, recomputed = make_state(seed=1), make_state(seed=2), make_state(seed=3)
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state, data_state='{"step": 1}')
+        checkpointer.save(2, damaged, data_state='{"step": 2}')
+    largest = max((p for p in (tmp_path / "2" / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[:100])
+    files = {p.relative_to(tmp_path / "2"): p.read_bytes()
+             for p in (tmp_path / "2").rglob("*") if p.is_file()}
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        restored, data_state = checkpointer.restore(2, abstract_of(state), fall_back=True)
+        assert data_state == '{"step": 1}'
+        assert_trees_equal(restored, state)
+        assert checkpointer.all_steps() == [1] and checkpointer.latest_step() == 1
+        assert checkpointer.should_save(2)
+        assert checkpointer.save(2, recomputed, data_state='{"step": "2 again"}')
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("2.damaged-")]
+    assert len(moved) == 1 and re.fullmatch(r"2\.damaged-\d{8}T\d{6}", moved[0].name)
+    assert {p.relative_to(moved[0]): p.read_bytes()
+            for p in moved[0].rglob("*") if p.is_file()} == files  # kept as it was
+    assert f"Moved the damaged checkpoint step 2 from {tmp_path / '2'} to {moved[0]}" \
+        in caplog.text
+    # A second resume, and `flantune eval` (load_initial_params), find the recomputed step.
+    caplog.clear()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        assert checkpointer.all_steps() == [1, 2]
+        restored, data_state = checkpointer.restore(None, abstract_of(state))
+    assert data_state == '{"step": "2 again"}'
+    assert_trees_equal(restored, recomputed)
+    assert_trees_equal(load_initial_params(tmp_path, abstract_of(state["params"])),
+                       recomputed["params"])
+    assert "Falling back" not in caplog.text and moved[0].exists()
+
+
+def test_fall_back_with_every_step_damaged_moves_nothing(tmp_path):
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        checkpointer.save(2, state)
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(b"")
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        with pytest.raises(UnreadableCheckpointError, match=r"step 1 .*delete \S+/1 to start"):
+            checkpointer.restore(None, abstract_of(state), fall_back=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["1", "2"]
+
+
+def _flip_state() -> dict:
+    """A small train state with arrays of several dtypes (orbax writes them into a few
+    zstd-compressed OCDBT files)."""
+    rng = np.random.default_rng(0)
+    return {"params": {"w": jnp.asarray(rng.normal(size=(64, 64)), jnp.float32),
+                       "b": jnp.asarray(rng.normal(size=(256,)), jnp.bfloat16),
+                       "emb": jnp.asarray(rng.normal(size=(128, 32)), jnp.float32),
+                       "ids": jnp.asarray(rng.integers(-99, 99, size=(40,)), jnp.int32)},
+            "step": jnp.asarray(7, jnp.int32), "rng": jax.random.PRNGKey(1)}
+
+
+def test_every_single_bit_flip_in_array_files_is_detected(tmp_path):
+    """Flips one random bit of the array files (state/**/d/*) of a saved step, restores, and
+    classifies: detected (UnreadableCheckpointError), harmless (bit-identical values; only
+    in the per-process OCDBT trees under state/ocdbt.process_*/, which orbax merges into the
+    top-level tree at save and a restore never reads) or silent (changed values): none."""
+    trials, rng = 300, np.random.default_rng(17)
+    state = _flip_state()
+    expected = to_numpy(state)
+    template = tmp_path / "template"
+    with Checkpointer(template, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+    files = sorted(p.relative_to(template) for p in (template / "1" / "state").rglob("*")
+                   if p.is_file() and p.parent.name == "d")
+    sizes = [(template / f).stat().st_size for f in files]
+    outcomes: dict[str, int] = {"checksum": 0, "read error": 0, "harmless": 0}
+    silent = []
+    for trial in range(trials):
+        directory = tmp_path / f"trial{trial}"
+        shutil.copytree(template, directory)
+        # A uniformly random bit of all array files' bytes.
+        position = int(rng.integers(sum(sizes)))
+        index = int(np.searchsorted(np.cumsum(sizes), position, side="right"))
+        target = directory / files[index]
+        data = bytearray(target.read_bytes())
+        offset, bit = position - sum(sizes[:index]), int(rng.integers(8))
+        data[offset] ^= 1 << bit
+        target.write_bytes(bytes(data))
+        try:
+            with Checkpointer(directory, sync_config()) as checkpointer:
+                restored, _ = checkpointer.restore(1, abstract_of(state))
+        except UnreadableCheckpointError as err:
+            outcomes["checksum" if "ChecksumMismatch" in str(err) else "read error"] += 1
+            continue
+        finally:
+            shutil.rmtree(directory)
+        if all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
+               for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected),
+                               strict=True)):
+            assert "ocdbt.process_" in str(target), (target, offset, bit)
+            outcomes["harmless"] += 1
+        else:
+            silent.append((str(target.relative_to(directory)), offset, bit))
+    print(f"{trials} single-bit flips: {outcomes}, silent: {len(silent)}")
+    assert silent == [], silent
+    assert outcomes["checksum"] >= 20  # the checksum, not only TensorStore, is exercised
 
 
 def test_damaged_only_step_cannot_fall_back(tmp_path):
@@ -566,10 +787,12 @@ def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
 @pytest.mark.slow
 def test_restore_onto_a_different_mesh(tmp_path):
     """Saved with 8-way fsdp over 8 devices; restored onto a 4x2 mesh (in that process) and onto
-    this process's single device."""
+    this process's single device. Both restores verify the checksums computed on 8 devices."""
     stdout = _finish(_run_script("reshard", str(tmp_path),
                                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
     assert "restored onto 4x2" in stdout
+    stored = json.loads((tmp_path / "1" / "fingerprint" / "metadata").read_text())
+    assert stored["format"] == 2 and len(stored["arrays"]) == len(jax.tree.leaves(make_state()))
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
         restored, data_state = checkpointer.restore(None, abstract_of(make_state()))
     assert data_state == '{"resharded": true}'
