@@ -399,7 +399,8 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     from flantune.train.loop import TrainError, summary, train, write_config
 
     multi_process = partitioning.initialize_distributed(
-        args.coordinator_address, args.num_processes, args.process_id)
+        args.coordinator_address, args.num_processes, args.process_id,
+        peer_timeout_seconds=args.peer_timeout_seconds)
     check_required_macros()
     check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin", args.gin_file)
     try:
@@ -417,7 +418,8 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
         raise CliError(str(err)) from None
     finally:
         if watchdog is not None:
-            watchdog.stop()
+            # On an error, a peer's death is reported as such (exit 75), not its symptom.
+            watchdog.stop(failed=sys.exc_info()[0] is not None)
     write_config(config.model_dir, "operative_config.gin", gin.operative_config_str())
     print(summary(result))
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import jax
 
 from flantune.partitioning.errors import DistributedInitError
+from flantune.partitioning.watchdog import DEFAULT_TIMEOUT_SECONDS, jax_heartbeat_timeout
 
 # Environment variables read when an argument is not given (FLANTUNE_* first).
 ADDRESS_ENV = ("FLANTUNE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
@@ -63,9 +64,13 @@ def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None,
                            local_device_ids: Sequence[int] | None = None,
-                           *, timeout_seconds: int = 300) -> bool:
+                           *, timeout_seconds: int = 300,
+                           peer_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> bool:
     """Calls `jax.distributed.initialize` unless this is a single-process run.
 
+    `peer_timeout_seconds` is the `PeerWatchdog` timeout the run will use: JAX's heartbeat
+    timeout is derived from it so that JAX's abort of the survivors of a dead process (a C++
+    check failure) comes well after the watchdog's named stop (see `jax_heartbeat_timeout`).
     Unset arguments come from FLANTUNE_COORDINATOR_ADDRESS (or JAX_COORDINATOR_ADDRESS),
     FLANTUNE_NUM_PROCESSES, FLANTUNE_PROCESS_ID and FLANTUNE_LOCAL_DEVICE_IDS (comma-separated),
     else from JAX's cluster auto-detection (Slurm, Open MPI, Cloud TPU). Returns whether the
@@ -101,6 +106,10 @@ def initialize_distributed(coordinator_address: str | None = None,
         raise DistributedInitError(
             f"process_id={process_id} must be in [0, {num_processes}) for num_processes="
             f"{num_processes}.")
+    try:
+        heartbeat_timeout = jax_heartbeat_timeout(peer_timeout_seconds)
+    except ValueError as err:
+        raise DistributedInitError(str(err)) from None
     who = f"process {process_id} of {num_processes}"
     if coordinator_address is not None and process_id not in (None, 0):
         _wait_for_coordinator(coordinator_address, timeout_seconds, who)
@@ -108,7 +117,8 @@ def initialize_distributed(coordinator_address: str | None = None,
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id,
                                    local_device_ids=local_device_ids,
-                                   initialization_timeout=timeout_seconds)
+                                   initialization_timeout=timeout_seconds,
+                                   heartbeat_timeout_seconds=heartbeat_timeout)
     except Exception as err:  # the runtime raises bare RuntimeErrors / XlaRuntimeErrors
         raise DistributedInitError(
             f"{who} could not start the multi-process runtime with coordinator "
