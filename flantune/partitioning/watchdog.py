@@ -113,8 +113,9 @@ class PeerWatchdog:
         it): when a peer dies, the survivors' next collective fails at once ("Connection reset
         by peer"), and exiting with that error would leave this process in JAX's shutdown
         barrier until JAX's heartbeat timeout aborts it. A failed process is not marked done,
-        so its peers notice when it exits. The wait takes about two intervals when every peer
-        lives, and at most the detection bound when one is dead.
+        so its peers notice when it exits. The wait takes a few intervals when every peer lives
+        (a counter must change between two polls after the failure), and at most about the
+        detection bound when one is dead.
         """
         if self._thread is None:
             return
@@ -143,7 +144,11 @@ class PeerWatchdog:
     def _run(self) -> None:
         now = time.monotonic()
         seen = {p: ("", now) for p in range(self.count) if p != self.process}
+        # After a failure: the peers' counters at the first poll after it. A counter read then
+        # may predate a peer's death, so only a later change proves that the peer lives.
+        baseline: dict[int, str] | None = None
         while not self._stop.wait(self.interval):
+            polled_at = time.monotonic()
             self._beats += 1
             try:
                 self._publish(str(self._beats))
@@ -173,10 +178,12 @@ class PeerWatchdog:
                         "checkpoint.")
                     return
             failed_at = self._failed_at
-            if failed_at is not None and all(
-                    value == _DONE or seen[peer][1] > failed_at
-                    for peer, value in values.items()):
-                return  # every peer lives: the failure is this process's own
+            if failed_at is not None and polled_at > failed_at:
+                if baseline is None:
+                    baseline = values
+                elif all(value == _DONE or value != baseline[peer]
+                         for peer, value in values.items()):
+                    return  # every peer lives: the failure is this process's own
 
     def _peer_value(self, peer: int) -> str:
         try:
