@@ -37,9 +37,10 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from flantune.models import build_model, load_hf_checkpoint, model_params
+from flantune.models.config import ModelConfig
 from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
-from flantune.train import checkpoint_kinds
+from flantune.train import architecture_check, checkpoint_kinds
 from flantune.train.checkpoint_errors import (
     DiskFullLogFilter,
     is_disk_full,
@@ -747,14 +748,29 @@ def _verify_params(role: str, state_path: epath.Path, params: PyTree) -> None:
 
 def _unreadable_path(role: str, path: epath.Path, log_directory: epath.Path, err: Exception,
                      what: str = "") -> UnreadableCheckpointError:
-    """One line naming `role`, the path and the damaged file or array; the full error goes to
-    the detail log in `log_directory` (the run's MODEL_DIR)."""
+    """One line naming `role`, the path, the damaged file or array and what to do; the full
+    error goes to the detail log in `log_directory` (the run's MODEL_DIR)."""
     headline = f"{role} {path} cannot be read"
     detail = write_detail(log_directory, headline, err)
     what = f"{what}, {type(err).__name__}" if what else summary(err)
     return UnreadableCheckpointError(
-        f"{headline} ({what}); its files are damaged or incomplete: use another checkpoint. "
-        f"Full error: {detail}")
+        f"{headline} ({what}); its files are damaged or incomplete: "
+        f"{_other_checkpoint_hint(path, log_directory)}. Full error: {detail}")
+
+
+def _other_checkpoint_hint(path: epath.Path, run_dir: epath.Path) -> str:
+    """What to use instead of a damaged step of a training run (or any damaged checkpoint)."""
+    step = next((int(p.name) for p in (path, *path.parents) if p.parent == run_dir
+                 and p.name.isdigit()), None)
+    try:
+        earlier = [s for s in ocp.step.checkpoint_steps(run_dir) if step is not None and s < step]
+    except OSError:
+        earlier = []
+    if not earlier:
+        return "use another checkpoint"
+    return (f"pass an earlier step directory instead ({run_dir / str(max(earlier))}), or resume "
+            "training with flantune.CheckpointConfig.fall_back_to_previous = True, which moves "
+            f"step {step} aside and saves it again")
 
 
 def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree, role: str) -> bool:
@@ -823,17 +839,24 @@ def _load_native_params(directory: epath.Path, abstract_params: PyTree, role: st
 
 
 def load_initial_params(path: str | os.PathLike, abstract_params: PyTree, *,
-                        role: str = "INITIAL_CHECKPOINT_PATH") -> PyTree:
+                        role: str = "INITIAL_CHECKPOINT_PATH",
+                        model: ModelConfig | None = None) -> PyTree:
     """Parameters to fine-tune from (with a fresh optimizer) or to evaluate, placed with
     `abstract_params`' dtypes and shardings. `path` is any kind of checkpoint
     `flantune.train.checkpoint_kinds.locate_checkpoint` accepts: a flantune MODEL_DIR (its latest
     step), a step directory inside one, a flantune parameter checkpoint (config.json + params/)
     or a Hugging Face checkpoint directory (config.json + *.safetensors). `role` names the path
-    in errors (e.g. 'CHECKPOINT_PATH')."""
+    in errors (e.g. 'CHECKPOINT_PATH'). With `model` (the run's model configuration), a
+    checkpoint that records another architecture (flantune.train.architecture_check) is an
+    error even where the shapes agree."""
     try:
         location = checkpoint_kinds.locate_checkpoint(path, role)
     except checkpoint_kinds.CheckpointKindError as err:
         raise CheckpointError(str(err)) from None
+    if model is not None:
+        problem = architecture_check.check_architecture(location, model, role)
+        if problem:
+            raise CheckpointError(problem)
     if location.kind == checkpoint_kinds.HUGGING_FACE:
         return _load_hf_params(location.path, abstract_params, role)
     if location.kind == checkpoint_kinds.PARAMS:

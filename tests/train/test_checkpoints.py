@@ -562,6 +562,40 @@ def test_fall_back_moves_the_damaged_step_aside_so_it_is_saved_again(tmp_path, c
     assert "Falling back" not in caplog.text and moved[0].exists()
 
 
+@pytest.mark.slow
+def test_a_resumed_run_falling_back_saves_the_damaged_step_again(tmp_path, caplog):
+    """End to end: a run saved steps 1 and 2; step 2 is damaged; the resumed run falls back to
+    step 1, recomputes step 2 bit for bit and saves it; the next run resumes cleanly."""
+    import tests.task_fixtures  # noqa: F401 (registers test_mix)
+    from flantune.train.loop import TrainConfig, train
+
+    def run(steps: int, **checkpoint):
+        return train(TrainConfig(
+            model_dir=str(tmp_path), mixture_or_task_name="test_mix",
+            task_feature_lengths={"inputs": 48, "targets": 16}, train_steps=steps,
+            batch_size=4, model=T5Config(vocab_size=8000, emb_dim=16, num_heads=2, head_dim=8,
+                                         mlp_dim=32, num_encoder_layers=1,
+                                         num_decoder_layers=1),
+            window=64, log_every_steps=1, progress=False,
+            checkpoint=CheckpointConfig(save_interval_steps=1, async_save=False,
+                                        **checkpoint)))
+
+    first = run(2)
+    largest = max((p for p in (tmp_path / "2" / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[:100])
+    second = run(3, fall_back_to_previous=True)
+    assert sorted(second.losses) == [2, 3] and second.losses[2] == first.losses[2]
+    moved = [p.name for p in tmp_path.iterdir() if p.name.startswith("2.damaged-")]
+    assert len(moved) == 1 and "Moved the damaged checkpoint step 2" in caplog.text
+    caplog.clear()
+    third = run(4)  # no fall-back needed: step 3 (and the recomputed 2) are intact
+    assert sorted(third.losses) == [4] and "cannot be read" not in caplog.text
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        assert checkpointer.all_steps() == [2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("2.damaged-")] == moved
+
+
 def test_fall_back_with_every_step_damaged_moves_nothing(tmp_path):
     state = make_state()
     with Checkpointer(tmp_path, sync_config()) as checkpointer:
@@ -693,6 +727,31 @@ def test_initial_params_from_a_model_dir_and_a_step_dir(tmp_path):
     assert_trees_equal(load_initial_params(tmp_path, abstract), old["params"])
     older = load_initial_params(tmp_path / "5", abstract)
     assert_trees_equal(older, make_state(seed=2)["params"])
+
+
+def test_initial_params_are_verified_against_the_saved_checksums(tmp_path):
+    """`flantune eval` reads params only; they are checked too, and a damaged step is one line
+    pointing at the step before."""
+    state = make_state()
+    with Checkpointer(tmp_path, sync_config()) as checkpointer:
+        checkpointer.save(1, state)
+        checkpointer.save(2, state)
+    item = tmp_path / "2" / "fingerprint" / "metadata"
+    stored = json.loads(item.read_text())
+    key = next(k for k in stored["arrays"] if k.startswith("params/"))
+    stored["arrays"][key]["checksum"] = "0" * 16
+    item.write_text(json.dumps(stored))
+    abstract = abstract_of(state["params"])
+    with pytest.raises(UnreadableCheckpointError) as info:
+        load_initial_params(tmp_path, abstract, role="CHECKPOINT_PATH")
+    assert re.fullmatch(
+        rf"CHECKPOINT_PATH {re.escape(str(tmp_path / '2' / 'state'))} cannot be read \(array "
+        rf"{re.escape(key)}, ChecksumMismatch\); its files are damaged or incomplete: pass an "
+        rf"earlier step directory instead \({re.escape(str(tmp_path / '1'))}\), or resume "
+        r"training with flantune\.CheckpointConfig\.fall_back_to_previous = True, which moves "
+        rf"step 2 aside and saves it again\. Full error: {re.escape(str(tmp_path / DETAIL_LOG))}",
+        str(info.value)), str(info.value)
+    assert_trees_equal(load_initial_params(tmp_path / "1", abstract), state["params"])
 
 
 def test_initial_params_from_a_flantune_checkpoint_of_another_model_fail(tmp_path):
