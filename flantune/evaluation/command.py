@@ -50,7 +50,8 @@ def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str,
         abstract = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             spec.abstract_params(), shardings)
-        params = load_initial_params(config.checkpoint_path, abstract, role="CHECKPOINT_PATH")
+        params = load_initial_params(config.checkpoint_path, abstract, role="CHECKPOINT_PATH",
+                                     model=config.model)
         evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
                               rules=rules, param_shardings=shardings)
         results = evaluator.evaluate(params, checkpoint_step(config.checkpoint_path),

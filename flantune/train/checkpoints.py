@@ -45,6 +45,7 @@ from flantune.train.checkpoint_errors import (
     DiskFullLogFilter,
     is_disk_full,
     is_os_error,
+    quiet_closed_loop_callbacks,
     size_text,
     summary,
     write_detail,
@@ -348,6 +349,7 @@ class Checkpointer:
         self._saving: tuple[int, int] | None = None
         self._disk_full_logs = DiskFullLogFilter()
         logging.getLogger("absl").addFilter(self._disk_full_logs)  # orbax logs through absl
+        quiet_closed_loop_callbacks()
 
     def check_free_space(self, state_bytes: int) -> None:
         """`check_free_space` for this MODEL_DIR and CheckpointConfig (`keep`, `keep_best`)."""

@@ -357,7 +357,7 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
         announce_train_steps(config)
         params = load_initial_params(config.initial_checkpoint_path, jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            spec.abstract_params(), shardings["params"]))
+            spec.abstract_params(), shardings["params"]), model=config.model)
         return init_state(spec, optimizer, shardings, seed=config.seed, params=params)
     return init_state(spec, optimizer, shardings, seed=config.seed)
 
