@@ -228,6 +228,7 @@ def test_default_settings_a_killed_process_is_named_before_jax_aborts(tmp_path, 
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     log = (tmp_path / "0.log").read_text(errors="replace")
+    print(f"run {run}: process 0 exited with {code} {after:.1f} s after process 1 was killed")
     assert code == EXIT_PEER_LOST, (code, after, log[-3000:])
     assert "process 1 of this 2-process run sent no heartbeat for" in log
     assert "(limit 60 s)" in log  # the default --peer_timeout_seconds
