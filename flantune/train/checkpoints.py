@@ -72,6 +72,9 @@ FINGERPRINT_ITEM = "fingerprint"
 # names ending in '_<digits>' as steps).
 DAMAGED_MARK = ".damaged-"
 _MAX_LISTED_PROBLEMS = 8
+# Where orbax's own reports of a failed write go: absl logging, and asyncio's "Task exception
+# was never retrieved" for its metadata writes.
+_ORBAX_LOGGERS = ("absl", "asyncio")
 _log = logging.getLogger(__name__)
 
 
@@ -348,7 +351,8 @@ class Checkpointer:
         # (step, bytes) of the write last handed to orbax, whose background part may still run.
         self._saving: tuple[int, int] | None = None
         self._disk_full_logs = DiskFullLogFilter()
-        logging.getLogger("absl").addFilter(self._disk_full_logs)  # orbax logs through absl
+        for name in _ORBAX_LOGGERS:
+            logging.getLogger(name).addFilter(self._disk_full_logs)
         quiet_closed_loop_callbacks()
 
     def check_free_space(self, state_bytes: int) -> None:
@@ -669,7 +673,8 @@ class Checkpointer:
             self._manager.close()
             if self._writer is not None:
                 self._writer.shutdown()
-            logging.getLogger("absl").removeFilter(self._disk_full_logs)
+            for name in _ORBAX_LOGGERS:
+                logging.getLogger(name).removeFilter(self._disk_full_logs)
             for record in self._disk_full_logs.take():  # held back, but no error reported them
                 _log.error("%s", record)
 
