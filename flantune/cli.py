@@ -398,9 +398,12 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     from flantune.train.checkpoints import CheckpointError
     from flantune.train.loop import TrainError, summary, train, write_config
 
-    multi_process = partitioning.initialize_distributed(
-        args.coordinator_address, args.num_processes, args.process_id,
-        peer_timeout_seconds=args.peer_timeout_seconds)
+    try:
+        multi_process = partitioning.initialize_distributed(
+            args.coordinator_address, args.num_processes, args.process_id,
+            peer_timeout_seconds=args.peer_timeout_seconds)
+    except partitioning.DistributedInitError as err:
+        raise CliError(str(err)) from None
     check_required_macros()
     check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin", args.gin_file)
     try:

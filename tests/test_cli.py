@@ -167,3 +167,12 @@ def test_an_eval_period_with_nothing_to_evaluate_is_an_error(tmp_path, capsys):
                      "--gin.EVAL_MIXTURE_OR_TASK_NAME=None"])
     err = capsys.readouterr().err
     assert code == 2 and "EVAL_PERIOD" in err and "EVAL_MIXTURE_OR_TASK_NAME" in err
+
+
+def test_a_bad_distributed_setting_is_one_line(capsys):
+    code = cli.main(["train", "--gin_file=gin_configs/runs/demo.gin",
+                     "--coordinator_address=127.0.0.1:1", "--num_processes=2",
+                     "--process_id=0", "--peer_timeout_seconds=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "peer" in err.lower() and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
