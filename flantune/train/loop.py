@@ -26,7 +26,6 @@ from flantune.train.checkpoints import (
     CheckpointConfig,
     Checkpointer,
     absolute_path,
-    check_free_space,
     load_initial_params,
 )
 from flantune.train.checkpoints import _check_writable as check_writable
@@ -155,7 +154,7 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
 
     with partitioning.activation_rules(rules, mesh):
         shardings = state_shardings(spec, optimizer, mesh, rules)
-        check_free_space(config.model_dir, _state_bytes(spec, optimizer))
+        checkpointer.check_free_space(_state_bytes(spec, optimizer))  # keep + best + 1
         state = _initial_state(config, spec, optimizer, shardings, checkpointer, data)
         start = int(jax.device_get(state["step"]))
         step_fn = jax.jit(make_train_step(spec, optimizer, schedule, step_config),

@@ -265,3 +265,19 @@ def test_sigterm_while_the_last_checkpoint_is_written_keeps_it(tmp_path):
     assert "final 4" in done.stdout
     assert "SIGTERM arrived while the last checkpoint was written" in done.stdout + done.stderr
     assert sorted(int(p) for p in os.listdir(tmp_path) if p.isdigit())[-1] == 4
+
+
+def test_the_free_space_check_counts_the_runs_own_keep(tmp_path, monkeypatch):
+    """Room for 2 copies is not enough for keep=3 (+1 being written): the run's own
+    CheckpointConfig decides, not a fixed count."""
+    import flantune.train.checkpoints as checkpoints
+    from flantune.train.loop import _state_bytes
+    from flantune.train.optimizers import make_optimizer
+    from flantune.train.state import ModelSpec
+
+    config = _config(tmp_path / "run", checkpoint=CheckpointConfig(keep=3))
+    size = _state_bytes(ModelSpec.from_config(MODEL), make_optimizer(config.optimizer)[0])
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: int(2.5 * size))
+    with pytest.raises(CheckpointError, match=r"up to 4 at once \(keep=3 \+ 1 being written\)"):
+        train(config)
+    train(dataclasses.replace(config, checkpoint=CheckpointConfig(keep=1), train_steps=1))
