@@ -45,13 +45,18 @@ print("finished", flush=True)
 """
 
 
+def _process_env(pid: int, port: int) -> dict[str, str]:
+    """The environment of process `pid` of a 2-process run on 127.0.0.1:`port`."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", FLANTUNE_PROCESS_ID=str(pid),
+                FLANTUNE_NUM_PROCESSES="2", FLANTUNE_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="")
+
+
 def _launch(mode: str) -> list[subprocess.Popen]:
     port = free_port()
     processes = []
     for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", FLANTUNE_PROCESS_ID=str(pid),
-                   FLANTUNE_NUM_PROCESSES="2", FLANTUNE_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="")
+        env = _process_env(pid, port)
         processes.append(subprocess.Popen([sys.executable, "-c", WORKER, mode], cwd=REPO_ROOT,
                                           env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
@@ -196,9 +201,7 @@ def _launch_train(model_dir: Path, logs: Path) -> list[subprocess.Popen]:
     port = free_port()
     processes = []
     for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", FLANTUNE_PROCESS_ID=str(pid),
-                   FLANTUNE_NUM_PROCESSES="2", FLANTUNE_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="")
+        env = _process_env(pid, port)
         with open(logs / f"{pid}.log", "wb") as log:
             processes.append(subprocess.Popen(
                 [sys.executable, *TRAIN, f"--gin.MODEL_DIR='{model_dir}'"], cwd=REPO_ROOT,

@@ -123,7 +123,23 @@ class _RecordChecker:
                        "First: %s", _task_prefix(self.task), name, len(self.skipped), kept, first)
 
 
-class _Screen:
+class PicklesWithoutLock:
+    """Pickles without its ``_lock`` (a threading.Lock cannot be pickled); unpickling makes a
+    new one, so sources travel to data-loader workers."""
+
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class _Screen(PicklesWithoutLock):
     """Random access to ``size`` generated items, some of which may be bad (``read`` raises
     RecordError, without a location, for those). Under ``"raise"`` a bad item raises when it is
     read; under ``"skip"`` every item is read once on first use and the bad ones are left out."""
@@ -133,15 +149,6 @@ class _Screen:
         self.checker, self.name, self.size = checker, name, size
         self.read, self.where = read, where
         self._kept: array.array | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:

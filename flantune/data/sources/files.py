@@ -15,6 +15,7 @@ from flantune.data.errors import DataError, RecordError
 from flantune.data.sources.base import (
     Format,
     OnBadRecord,
+    PicklesWithoutLock,
     RecordSource,
     _existing_file,
     _located,
@@ -157,7 +158,7 @@ class JsonlSource(RecordSource):
                               task=self._checker.task) from None
 
 
-class CsvSource(RecordSource):
+class CsvSource(PicklesWithoutLock, RecordSource):
     """Records from a CSV file with a header row (each row a dict of strings).
 
     The file is parsed and every row validated on first use and the rows are kept in memory
@@ -174,15 +175,6 @@ class CsvSource(RecordSource):
         self.skipped = self._checker.skipped
         self._rows: list[dict[str, Any]] | None = None
         self._locations: list[str] = []
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def _ensure_rows(self) -> list[dict[str, Any]]:
