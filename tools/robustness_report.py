@@ -70,7 +70,8 @@ FOOTER_ROWS = [
     ("two runs into one MODEL_DIR",
      "the second fails at once naming the owner (host, pid, start time; lock file "
      "MODEL_DIR/flantune.lock); a dead owner's lock is taken over with a message (same host: "
-     "the pid is gone; another host: no heartbeat for 10 minutes)",
+     "the pid is gone; another host: no heartbeat for 10 minutes; on a POSIX file system: a run "
+     "into gs:// is not locked)",
      "`tests/train/test_run_lock.py`, `tests/train/test_loop.py`"),
 ]
 # Fault injection: each fault, how its test injects it, and what the tests found (the counts

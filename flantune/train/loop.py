@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -127,7 +126,10 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
     rules = _rules(config)
     _check_vocabulary(config)
     check_writable(absolute_path(config.model_dir))
-    lock = RunLock(config.model_dir) if jax.process_index() == 0 else contextlib.nullcontext()
+    # The lock needs a POSIX file system (exclusive create); on an object store (gs://) the
+    # run is not locked.
+    locked = jax.process_index() == 0 and "://" not in str(config.model_dir)
+    lock = RunLock(config.model_dir) if locked else contextlib.nullcontext()
     try:
         with lock:
             for name, text in (config_files or {}).items():
@@ -394,9 +396,9 @@ def mixture_description(data: BatchIterator) -> str:
 def write_config(model_dir: str, name: str, text: str) -> None:
     """Writes a config file (e.g. the operative gin config) into MODEL_DIR, on process 0."""
     if jax.process_index() == 0:
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
+        directory = absolute_path(model_dir)  # local or remote (gs://), as orbax writes it
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text, encoding="utf-8")
 
 
 def summary(result: TrainResult) -> str:
