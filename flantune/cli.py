@@ -56,12 +56,12 @@ def check_required_macros(names: Sequence[str] = REQUIRED_MACROS) -> None:
             "--gin.MODEL_DIR=\"'runs/demo'\").")
 
 
-def check_run_config(configurable: str, run_file: str, files: Sequence[str] = ()) -> None:
+def check_run_config(parameter: str, run_file: str, files: Sequence[str] = ()) -> None:
     """One clear line when the gin files bind a run's macros but no run config reads them (the
-    ``include`` of gin_configs/runs/*.gin is missing)."""
+    ``include`` of gin_configs/runs/*.gin, which binds `parameter`, is missing)."""
+    configurable = parameter.rpartition(".")[0]
     try:
-        gin.query_parameter(f"{configurable}.model_dir" if configurable.endswith("train_config")
-                            else f"{configurable}.checkpoint_path")
+        gin.query_parameter(parameter)
     except ValueError:
         raise CliError(f"No run configuration: the gin files {list(files)} never configure "
                        f"{configurable}, "
@@ -405,7 +405,8 @@ def run_train(args: argparse.Namespace, bindings: Sequence[str]) -> None:
     except partitioning.DistributedInitError as err:
         raise CliError(str(err)) from None
     check_required_macros()
-    check_run_config("flantune.train_config", "gin_configs/runs/finetune.gin", args.gin_file)
+    check_run_config("flantune.train_config.model_dir", "gin_configs/runs/finetune.gin",
+                     args.gin_file)
     try:
         config = gin_config.train_config()
     except (ValueError, TypeError) as err:
@@ -434,7 +435,7 @@ def run_eval(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     from flantune.train.checkpoints import CheckpointError
 
     check_required_macros(("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"))
-    check_run_config("flantune.eval_run", f"gin_configs/runs/{args.command}.gin",
+    check_run_config("flantune.eval_run.checkpoint_path", f"gin_configs/runs/{args.command}.gin",
                      args.gin_file)
     try:
         config = gin_config.eval_run()

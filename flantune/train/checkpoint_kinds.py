@@ -14,16 +14,16 @@ import os
 import orbax.checkpoint as ocp
 from etils import epath
 
+from flantune.models.convert.native import CONFIG_FILE as PARAMS_CONFIG_FILE
+from flantune.models.convert.native import PARAMS_DIR
+
 MODEL_DIR = "model_dir"
 STEP = "step"
 PARAMS = "params"
 HUGGING_FACE = "hugging_face"
 
-# The state item of a step directory (flantune.train.checkpoints.STATE_ITEM), and the files of
-# a parameter checkpoint (flantune.models.convert.native).
+# The state item of a step directory (flantune.train.checkpoints saves it under this name).
 STATE_ITEM = "state"
-PARAMS_CONFIG_FILE = "config.json"
-PARAMS_DIR = "params"
 
 ACCEPTED = (
     "a training run's MODEL_DIR (step directories N/ with a 'state' item; the newest step is "

@@ -63,7 +63,7 @@ from flantune.train.snapshots import snapshot
 
 PyTree = Any
 
-STATE_ITEM = "state"
+STATE_ITEM = checkpoint_kinds.STATE_ITEM
 DATA_STATE_ITEM = "data_state"
 # Per-array checksums of the saved state, checked after every restore
 # (flantune.train.fingerprints).
