@@ -20,6 +20,7 @@ from flantune.evaluation.command import EvalRun
 from flantune.evaluation.during_training import evaluation_factory
 from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
+from flantune.peft.config import LoraConfig
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
 from flantune.train.losses import LossConfig
@@ -27,7 +28,7 @@ from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
-             EvalConfig, DecodeConfig):
+             EvalConfig, DecodeConfig, LoraConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -45,7 +46,8 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
                  progress: bool = True, eval: EvalConfig | None = None,
                  max_nonfinite_steps: int = 10, use_cached_tasks: bool = False,
-                 eval_period: int | None = None) -> TrainConfig:
+                 eval_period: int | None = None, adapter: LoraConfig | None = None
+                 ) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection).
 
     t5x's macros, with t5x's meaning: RANDOM_SEED (``seed``; an integer, since flantune runs
@@ -84,7 +86,8 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         mesh=mesh or partitioning.MeshConfig(), rules=rules,
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
-        evaluation=evaluation_factory(eval), max_nonfinite_steps=max_nonfinite_steps)
+        evaluation=evaluation_factory(eval), max_nonfinite_steps=max_nonfinite_steps,
+        adapter=adapter)
 
 
 def _as_int(macro: str, value) -> int:
@@ -106,11 +109,12 @@ def _gin_model():
 def eval_run(checkpoint_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
              task_feature_lengths: dict = gin.REQUIRED, eval: EvalConfig | None = None,
              model=None, mesh: partitioning.MeshConfig | None = None,
-             rules="data_parallel") -> EvalRun:
+             rules="data_parallel", adapter_path: str | None = None) -> EvalRun:
     """What ``flantune eval`` / ``flantune infer`` run (gin_configs/runs/eval.gin)."""
     eval = eval or EvalConfig()
     if not eval.enabled:
         raise ValueError("Nothing to evaluate: bind MIXTURE_OR_TASK_NAME (a task or mixture).")
     return EvalRun(checkpoint_path=str(checkpoint_path), output_dir=str(output_dir), eval=eval,
                    model=model or _gin_model(), task_feature_lengths=dict(task_feature_lengths),
-                   mesh=mesh or partitioning.MeshConfig(), rules=rules)
+                   mesh=mesh or partitioning.MeshConfig(), rules=rules,
+                   adapter_path=None if adapter_path is None else str(adapter_path))

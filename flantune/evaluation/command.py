@@ -13,6 +13,8 @@ import jax
 import flantune.partitioning as partitioning
 from flantune.evaluation.evaluator import EvalConfig, Evaluator
 from flantune.evaluation.results import EvalResults
+from flantune.peft.hf_format import is_peft_adapter
+from flantune.train.adapter_checkpoints import load_adapted_params
 from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
 from flantune.train.checkpoints import CheckpointError, load_initial_params
 from flantune.train.state import ModelConfig, ModelSpec
@@ -27,6 +29,9 @@ class EvalRun:
     task_feature_lengths: dict[str, int]
     mesh: partitioning.MeshConfig = dataclasses.field(default_factory=partitioning.MeshConfig)
     rules: str | tuple = "data_parallel"
+    # An adapter on the base CHECKPOINT_PATH: an adapter run (MODEL_DIR or step) or a peft
+    # adapter directory (flantune.train.adapter_checkpoints).
+    adapter_path: str | None = None
 
 
 def checkpoint_step(path: str) -> int | None:
@@ -44,17 +49,27 @@ def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str,
     rules = partitioning.axis_rules(config.rules) if isinstance(config.rules, str) \
         else tuple(config.rules)
     mesh = partitioning.make_mesh(config.mesh)
-    spec = ModelSpec.from_config(config.model)
     with partitioning.activation_rules(rules, mesh):
-        shardings = partitioning.param_shardings(spec.abstract_state, mesh, rules)
-        abstract = jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            spec.abstract_params(), shardings)
-        params = load_initial_params(config.checkpoint_path, abstract, role="CHECKPOINT_PATH",
-                                     model=config.model)
+        def shardings_of(spec: ModelSpec):
+            return partitioning.param_shardings(spec.abstract_state, mesh, rules)
+
+        if config.adapter_path is not None:
+            spec, params = load_adapted_params(config.checkpoint_path, config.adapter_path,
+                                               config.model, shardings_of)
+            shardings = shardings_of(spec)
+        else:
+            spec = ModelSpec.from_config(config.model)
+            shardings = shardings_of(spec)
+            abstract = jax.tree.map(
+                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                spec.abstract_params(), shardings)
+            params = load_initial_params(config.checkpoint_path, abstract,
+                                         role="CHECKPOINT_PATH", model=config.model)
         evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
                               rules=rules, param_shardings=shardings)
-        results = evaluator.evaluate(params, checkpoint_step(config.checkpoint_path),
+        step_of = config.checkpoint_path if config.adapter_path is None else config.adapter_path
+        step = None if is_peft_adapter(step_of) else checkpoint_step(step_of)
+        results = evaluator.evaluate(params, step,
                                      compute_metrics=not infer)
     paths: dict[str, str] = {}
     if jax.process_index() == 0:

@@ -52,7 +52,8 @@ class Predictor:
         self.config = decode_config_for(spec, decode, int(task_feature_lengths["targets"]))
         if mesh is not None:
             partitioning.check_batch_size(batch_size, mesh)
-        self._generate = make_generate_fn(spec.config, self.config, mesh, rules)
+        # The spec's abstract model: with an adapter attached when it has one.
+        self._generate = make_generate_fn(spec.abstract_model(), self.config, mesh, rules)
 
     def _batch(self, prompts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         length, pad = self.inputs_length, self.config.pad_id

@@ -3,6 +3,7 @@
     flantune convert hf-to-flantune HF_DIR OUT_DIR [--scan-layers] [--param-dtype float32]
     flantune convert flantune-to-hf SOURCE OUT_DIR [--max-shard-size 5GB] [--dtype bfloat16]
         [--vocabulary SPM_MODEL [--extra-ids N] | --no-tokenizer] [--force]
+        [--merge [--base BASE]]
 
 HF_DIR holds config.json and model.safetensors (or shards with model.safetensors.index.json) for
 T5 v1.0, T5 v1.1 / Flan-T5, Llama or Mistral. hf-to-flantune writes a flantune parameter
@@ -10,8 +11,10 @@ checkpoint: config.json (the configuration dataclass) and an Orbax checkpoint un
 SOURCE is any flantune checkpoint: a training run's MODEL_DIR (its newest step), a step
 directory, or a parameter checkpoint. The export carries the ids the model was trained with,
 generation_config.json and a tokenizer checked to encode as flantune does (the run's vocabulary
-from its config.gin, or --vocabulary). A decoder trained as a prefix LM is refused without
---force: transformers' causal attention cannot reproduce it.
+from its config.gin, or --vocabulary). An adapter run (flantune.peft) exports as a peft adapter
+directory, or with --merge as one full model (its base: the one the run recorded, or --base).
+A decoder trained as a prefix LM is refused without --force: transformers' causal attention
+cannot reproduce it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="T5 sentinel ids after the vocabulary (default: the run's, or 0)")
     to_hf.add_argument("--force", action="store_true",
                        help="export a prefix-LM decoder although transformers attends causally")
+    to_hf.add_argument("--merge", action="store_true",
+                       help="an adapter run: write one full model with the adapter folded in "
+                            "(default: a peft adapter directory)")
+    to_hf.add_argument("--base", default=None,
+                       help="an adapter run's base checkpoint (default: the one it recorded)")
     return parser
 
 
@@ -77,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             result = export_to_hf(args.source, args.destination,
                                   max_shard_size=args.max_shard_size, dtype=args.dtype,
                                   vocabulary=args.vocabulary, extra_ids=args.extra_ids,
-                                  tokenizer=not args.no_tokenizer, force=args.force)
+                                  tokenizer=not args.no_tokenizer, force=args.force,
+                                  merge=args.merge, base=args.base)
             for warning in result.warnings:
                 print(warning, file=sys.stderr)
+            if any(f.name == "adapter_config.json" for f in result.files):
+                print(f"wrote adapter_config.json and adapter_model.safetensors to "
+                      f"{args.destination}")
+                return 0
             shards = sum(f.suffix == ".safetensors" for f in result.files)
             ids = result.token_ids
             print(f"wrote config.json, generation_config.json, {shards} safetensors file(s)"

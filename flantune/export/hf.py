@@ -29,10 +29,21 @@ from flantune.models.convert.checkpoint import (
 from flantune.models.convert.errors import CheckpointError
 from flantune.models.convert.native import load_params
 from flantune.models.convert.tokenizer import save_tokenizer
+from flantune.peft.hf_format import save_peft_adapter
+from flantune.peft.lora import merge_lora
 from flantune.train import checkpoint_kinds
+from flantune.train.adapter_checkpoints import load_base
+from flantune.train.adapter_reference import (
+    AdapterReference,
+    AdapterReferenceError,
+    base_fingerprint,
+    check_reference,
+    read_reference,
+)
 from flantune.train.checkpoints import CheckpointError as TrainCheckpointError
-from flantune.train.checkpoints import load_initial_params
+from flantune.train.checkpoints import load_initial_params, load_step_params
 from flantune.train.run_config import RunConfig, RunConfigError, read_run_config
+from flantune.train.state import ModelSpec
 
 ROLE = "flantune-to-hf SOURCE"
 PREFIX_LM_KEY = "flantune_prefix_lm"
@@ -113,23 +124,73 @@ def _prefix_lm_warning(run: RunConfig, force: bool) -> str:
     return "WARNING: " + message + f" (exported with --force; config.json says {PREFIX_LM_KEY})"
 
 
+def _adapter(location: checkpoint_kinds.CheckpointLocation) -> AdapterReference | None:
+    if location.run_dir is None:
+        return None
+    try:
+        return read_reference(location.run_dir)
+    except AdapterReferenceError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _load_adapter(location: checkpoint_kinds.CheckpointLocation, reference: AdapterReference
+                  ) -> tuple[ModelSpec, dict]:
+    spec = ModelSpec.from_config(reference.model, reference.adapter)
+    try:
+        adapter = load_step_params(location.state_path, spec.abstract_trainable(), ROLE)
+    except TrainCheckpointError as err:
+        raise CheckpointError(str(err)) from None
+    return spec, jax.tree.map(jax.device_get, adapter)
+
+
+def _merged(spec: ModelSpec, adapter: dict, reference: AdapterReference,
+            base: str | None) -> dict:
+    """The base parameters with the adapter folded in; the base is checked to be the one the
+    adapter was trained on."""
+    base_path = base or reference.base_path
+    try:
+        frozen = load_base(base_path, spec, role="the adapter's base")
+        check_reference(reference, dataclasses.replace(
+            reference, base_path=base_path, base_fingerprint=base_fingerprint(frozen)),
+            ROLE, resuming=False)
+    except (TrainCheckpointError, AdapterReferenceError) as err:
+        raise CheckpointError(f"{err} (pass --base PATH to name the base checkpoint)") from None
+    return merge_lora(jax.tree.map(jax.device_get, frozen), adapter, spec.config, spec.adapter)
+
+
 def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size: int,
                  dtype: str | None = None, vocabulary: str | None = None,
                  extra_ids: int | None = None, tokenizer: bool = True,
-                 force: bool = False) -> Export:
+                 force: bool = False, merge: bool = False, base: str | None = None) -> Export:
     """Converts the flantune checkpoint at `source` (any kind `locate_checkpoint` accepts,
-    except Hugging Face) into a Hugging Face directory at `destination`."""
+    except Hugging Face) into a Hugging Face directory at `destination`. An adapter run
+    (flantune.peft) is written as a peft adapter directory, or with `merge` as a full model with
+    the adapter folded into its base (`base`: default the base the run recorded)."""
     try:
         location = checkpoint_kinds.locate_checkpoint(source, ROLE)
     except checkpoint_kinds.CheckpointKindError as err:
         raise CheckpointError(str(err)) from None
-    run = _run_config(location)
+    reference = _adapter(location)
+    if (merge or base) and reference is None:
+        raise CheckpointError(f"{ROLE} {location.path} is a full model, not an adapter run: "
+                              "--merge and --base apply to adapter runs only")
+    if reference is not None and not merge:
+        return _export_adapter(location, reference, destination, dtype)
+    # An adapter run records its model in adapter.json; its config.gin (absent for runs started
+    # from Python) only adds the vocabulary and the feature lengths.
+    recorded = reference is None or any(
+        (location.run_dir / name).exists() for name in ("config.gin", "operative_config.gin"))
+    run = _run_config(location) if recorded else None
     warnings, extra_config = [], {}
     if run is not None and run.prefix_lm:
         warnings.append(_prefix_lm_warning(run, force))
         extra_config[PREFIX_LM_KEY] = True
     vocab = _vocabulary(location.path, run, vocabulary, extra_ids) if tokenizer else None
-    config, params = _load(location, run)
+    if reference is not None:
+        spec, adapter = _load_adapter(location, reference)
+        config, params = spec.config, _merged(spec, adapter, reference, base)
+    else:
+        config, params = _load(location, run)
     # A run trained with a flantune vocabulary, or one named here: flantune's ids (pad 0, eos 1,
     # sequences start with 0); otherwise the ids of the config.json it was converted from.
     ids = flantune_token_ids(config) if run is not None or vocab is not None \
@@ -138,23 +199,54 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
     final = Path(destination)
     # Everything is written into a staging directory beside the destination and moved into
     # place only when all of it (tokenizer check included) succeeded: no half-written export.
-    destination = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(destination, ignore_errors=True)
-    destination.mkdir(parents=True)
+    destination = _staging(final)
     try:
         files, tokenizer_files = _write(config, params, destination, vocab, run, ids, warnings,
                                         extra_config, max_shard_size, dtype)
     except BaseException:
         shutil.rmtree(destination, ignore_errors=True)
         raise
-    final.mkdir(parents=True, exist_ok=True)
-    for item in sorted(destination.iterdir()):
-        os.replace(item, final / item.name)
-    destination.rmdir()
+    _move_into_place(destination, final)
     moved = [final / f.relative_to(destination) for f in files]
     written = [*moved, final / "config.json", final / GENERATION_CONFIG_FILE]
     return Export(config, ids, written, [final / f.relative_to(destination)
                                          for f in tokenizer_files], warnings)
+
+
+def _staging(final: Path) -> Path:
+    """An empty staging directory beside `final`."""
+    staging = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    final.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        os.replace(item, final / item.name)
+    staging.rmdir()
+
+
+def _export_adapter(location: checkpoint_kinds.CheckpointLocation, reference: AdapterReference,
+                    destination: str | Path, dtype: str | None) -> Export:
+    """A peft adapter directory (adapter_config.json + adapter_model.safetensors) that
+    `PeftModel.from_pretrained(base, directory)` loads onto the exported base."""
+    spec, adapter = _load_adapter(location, reference)
+    final = Path(destination)
+    staging = _staging(final)
+    try:
+        files = save_peft_adapter(spec.config, spec.adapter, adapter, staging,
+                                  base_model_name_or_path=reference.base_path, dtype=dtype)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _move_into_place(staging, final)
+    note = (f"wrote a peft adapter for the base {reference.base_path}: load it with "
+            "PeftModel.from_pretrained(<that base, exported with flantune-to-hf>, "
+            f"'{final}'), or pass --merge for one full model")
+    return Export(spec.config, flantune_token_ids(spec.config), [final / f.name for f in files],
+                  [], [note])
 
 
 def _write(config: ModelConfig, params, destination: Path, vocab, run: RunConfig | None, ids,

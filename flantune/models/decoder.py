@@ -114,14 +114,16 @@ class DecoderOnly(nnx.Module):
         x = self.token_embedder(decoder_input_tokens)
         x = constrain(dropout(x, config.dropout_rate, keys[0]), EMBED_AXES)
         x = self.layers(x, bias, cos, sin, dropout_key=keys[1])
-        return self._logits(self.final_norm(x))
+        head_key = None if keys[0] is None else jax.random.fold_in(keys[0], 1)
+        return self._logits(self.final_norm(x), head_key)
 
-    def _logits(self, x: jax.Array) -> jax.Array:
-        """Final normed states -> float32 logits [b, length, vocab]."""
+    def _logits(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Final normed states -> float32 logits [b, length, vocab] (`dropout_key` only
+        reaches an adapter on the output head)."""
         if self.config.tie_word_embeddings:
             logits = self.token_embedder.attend(x)
         else:
-            logits = self.logits_dense(x)
+            logits = self.logits_dense(x, dropout_key)
         return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def init_decode_cache(self, batch_size: int, max_length: int,

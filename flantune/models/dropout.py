@@ -16,10 +16,11 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 def resolve_dropout_key(rate: float, deterministic: bool,
                         rng: jax.Array | None) -> jax.Array | None:
-    """The key dropout should use: None when deterministic or rate is 0, else `rng` (required)."""
-    if deterministic or rate == 0.0:
+    """The key dropout should use: None when deterministic, else `rng` (required when `rate`
+    is above 0; with rate 0 a given key still reaches adapters with a dropout of their own)."""
+    if deterministic:
         return None
-    if rng is None:
+    if rng is None and rate > 0.0:
         raise ValueError(f"dropout_rate={rate} with deterministic=False needs dropout_rng "
                          "(a jax.random key); pass one or set deterministic=True.")
     return rng

@@ -45,15 +45,38 @@ def matmul_last(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.reshape(*lead, kernel.shape[-1])
 
 
-def project_heads(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def project_heads(x: jax.Array, kernel: jax.Array,
+                  delta: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
     """`x` [b, length, embed] times `kernel` [embed, heads, kv]: head-major [b, heads, length, kv].
 
     One 2-D GEMM and an explicit transpose: written as one einsum, XLA:CPU materializes
-    transposed operands for the backward GEMMs instead.
+    transposed operands for the backward GEMMs instead. `delta(x)` [b, length, heads * kv], when
+    given, is added before the transpose (an adapter's contribution).
     """
     _, heads, head_dim = kernel.shape
     out = matmul_last(x, kernel.reshape(kernel.shape[0], heads * head_dim))
+    if delta is not None:
+        out = out + delta(x)
     return out.reshape(*x.shape[:2], heads, head_dim).transpose(0, 2, 1, 3)
+
+
+# Adapters (flantune.peft) attach a module to the module owning a projection kernel, under the
+# kernel's attribute name plus this suffix (`query_lora`, `kernel_lora`); the module's
+# `__call__(x, dropout_key)` maps the projection's flattened input [..., in] to an additive
+# [..., out] term. Models without adapters never see one.
+ADAPTER_SUFFIX = "_lora"
+
+
+def projection_delta(owner: nnx.Module, param: str, dropout_key: jax.Array | None,
+                     salt: int) -> Callable[[jax.Array], jax.Array] | None:
+    """The additive term an adapter attached to `owner.<param>` contributes, as a function of
+    the projection's input, or None. Its dropout key is `dropout_key` folded with `salt`, so
+    the model's own dropout masks do not change when an adapter is attached."""
+    adapter = getattr(owner, param + ADAPTER_SUFFIX, None)
+    if adapter is None:
+        return None
+    key = None if dropout_key is None else jax.random.fold_in(dropout_key, salt)
+    return lambda x: adapter(x, key)
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
@@ -120,9 +143,12 @@ class Dense(nnx.Module):
         self.kernel = logical_param(rngs, init, (in_dim, out_dim), axes, param_dtype)
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`x` [..., in] -> [..., out]; `dropout_key` only reaches an attached adapter."""
         kernel = self.kernel.get_value().astype(self.dtype)
-        return matmul_last(x, kernel)
+        out = matmul_last(x, kernel)
+        delta = projection_delta(self, "kernel", dropout_key, 0)
+        return out if delta is None else out + delta(x)
 
 
 class Mlp(nnx.Module):
@@ -146,13 +172,15 @@ class Mlp(nnx.Module):
 
     def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         act = ACTIVATION_FNS[self.activation]
+        adapter_keys = [None if dropout_key is None else jax.random.fold_in(dropout_key, salt)
+                        for salt in (1, 2, 3)]
         if self.gated:
-            hidden = act(self.wi_0(x)) * self.wi_1(x)
+            hidden = act(self.wi_0(x, adapter_keys[0])) * self.wi_1(x, adapter_keys[1])
         else:
-            hidden = act(self.wi(x))
+            hidden = act(self.wi(x, adapter_keys[0]))
         hidden = constrain(hidden, ("batch", "length", "mlp"))
         hidden = dropout(hidden, self.dropout_rate, dropout_key)
-        return self.wo(hidden)
+        return self.wo(hidden, adapter_keys[2])
 
 
 def write_slots(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
@@ -194,22 +222,27 @@ class Attention(nnx.Module):
     def _kernel(self, param: nnx.Param) -> jax.Array:
         return param.get_value().astype(self.dtype)
 
-    def project_query(self, x: jax.Array) -> jax.Array:
+    def project_query(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """[b, length, embed] -> head-major queries [b, heads, length, kv]."""
-        return constrain(project_heads(x, self._kernel(self.query)), HEAD_MAJOR_AXES)
+        delta = projection_delta(self, "query", dropout_key, 1)
+        return constrain(project_heads(x, self._kernel(self.query), delta), HEAD_MAJOR_AXES)
 
-    def project_key_value(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def project_key_value(self, x: jax.Array, dropout_key: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
         """[b, length, embed] -> head-major keys and values [b, kv_heads, length, kv]."""
-        k = project_heads(x, self._kernel(self.key))
-        v = project_heads(x, self._kernel(self.value))
+        k = project_heads(x, self._kernel(self.key), projection_delta(self, "key", dropout_key, 2))
+        v = project_heads(x, self._kernel(self.value),
+                          projection_delta(self, "value", dropout_key, 3))
         return constrain(k, HEAD_MAJOR_AXES), constrain(v, HEAD_MAJOR_AXES)
 
-    def project_out(self, x: jax.Array) -> jax.Array:
+    def project_out(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """Head-major [b, heads, length, kv] -> [b, length, embed]."""
         b, heads, length, head_dim = x.shape
         x = x.transpose(0, 2, 1, 3).reshape(b, length, heads * head_dim)
         kernel = self._kernel(self.out)
-        return matmul_last(x, kernel.reshape(heads * head_dim, kernel.shape[-1]))
+        out = matmul_last(x, kernel.reshape(heads * head_dim, kernel.shape[-1]))
+        delta = projection_delta(self, "out", dropout_key, 4)
+        return out if delta is None else out + delta(x)
 
     def attend_cached(self, inputs: jax.Array, cache: KeyValue, index: jax.Array,
                       bias: Bias, *, rotary: Rotary | None = None
@@ -241,14 +274,14 @@ class Attention(nnx.Module):
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: Bias, *,
                  rotary: Rotary | None = None,
                  dropout_key: jax.Array | None = None) -> jax.Array:
-        q = self.project_query(inputs_q)
-        k, v = self.project_key_value(inputs_kv)
+        q = self.project_query(inputs_q, dropout_key)
+        k, v = self.project_key_value(inputs_kv, dropout_key)
         if rotary is not None:
             q, k = rotary(q, k)
         out = dot_product_attention(q, k, v, bias, scale=self.scale,
                                     dropout_rate=self.dropout_rate, dropout_key=dropout_key,
                                     kernel=self.attention_kernel)
-        return self.project_out(out)
+        return self.project_out(out, dropout_key)
 
 
 class LayerStack(nnx.Module):

@@ -185,15 +185,16 @@ class EncoderDecoder(nnx.Module):
         x = self.decoder.layers(x, self_bias, encoded, cross_bias, dropout_key=keys[1])
         x = self.decoder.final_norm(x)
         x = dropout(x, self.config.dropout_rate, keys[2])
-        return self._logits(x)
+        return self._logits(x, None if keys[2] is None else jax.random.fold_in(keys[2], 1))
 
-    def _logits(self, x: jax.Array) -> jax.Array:
-        """Final decoder states -> float32 logits [b, length, vocab]."""
+    def _logits(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Final decoder states -> float32 logits [b, length, vocab] (`dropout_key` only
+        reaches an adapter on the output head)."""
         if self.config.tie_word_embeddings:
             scale = jnp.asarray(self.config.emb_dim ** -0.5, x.dtype)
             logits = self.token_embedder.attend(x * scale)
         else:
-            logits = self.logits_dense(x)
+            logits = self.logits_dense(x, dropout_key)
         return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def init_decode_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,

@@ -41,6 +41,7 @@ from flantune.models.config import ModelConfig
 from flantune.models.convert import CheckpointError as HFCheckpointError
 from flantune.models.convert import config_from_hf_dict
 from flantune.train import architecture_check, checkpoint_kinds
+from flantune.train.adapter_reference import AdapterReferenceError, read_reference
 from flantune.train.checkpoint_errors import (
     DiskFullLogFilter,
     is_disk_full,
@@ -692,7 +693,8 @@ def _place(array: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
     return jax.make_array_from_callback(host.shape, abstract.sharding, lambda index: host[index])
 
 
-def _load_flantune_params(state_path: epath.Path, abstract_params: PyTree, role: str) -> PyTree:
+def load_step_params(state_path: epath.Path, abstract_params: PyTree, role: str) -> PyTree:
+    """The params of a training step's state item, checked against the step's checksums."""
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         return _restore_params(checkpointer, state_path, abstract_params, role)
@@ -794,7 +796,11 @@ def _hf_scan_layers(directory: epath.Path, abstract_params: PyTree, role: str) -
     closest: tuple[Any, list[str]] | None = None
     for scan_layers in (False, True):
         candidate = dataclasses.replace(config, scan_layers=scan_layers)
-        expected = model_params(nnx.eval_shape(lambda c=candidate: build_model(c, nnx.Rngs(0))))
+        # jax.eval_shape of the pure dict, not nnx.eval_shape: under a mesh and logical axis
+        # rules (as in training) nnx would turn each parameter's axes into a sharding with
+        # Flax's own rule semantics, which may map two axes to one mesh axis.
+        expected = jax.eval_shape(
+            lambda c=candidate: model_params(build_model(c, nnx.Rngs(0))))
         problems = _tree_differences(expected, abstract_params)
         if not problems:
             return scan_layers
@@ -813,6 +819,11 @@ def _load_hf_params(directory: epath.Path, abstract_params: PyTree, role: str) -
         _, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
     except HFCheckpointError as err:
         raise CheckpointError(f"{role} {directory}: {err}") from err
+    return place_params(params, abstract_params)
+
+
+def place_params(params: PyTree, abstract_params: PyTree) -> PyTree:
+    """Host arrays `params` as global arrays in `abstract_params`' dtypes and shardings."""
     flat_params = dict(flat_items(params))
     return jax.tree_util.tree_map_with_path(
         lambda path, abstract: _place(flat_params[path_key(path)], abstract),
@@ -845,6 +856,20 @@ def _load_native_params(directory: epath.Path, abstract_params: PyTree, role: st
         checkpointer.close()
 
 
+def _refuse_adapter_run(location: checkpoint_kinds.CheckpointLocation, role: str) -> None:
+    """An adapter run's steps hold only adapter parameters: name what to do instead."""
+    try:
+        reference = read_reference(location.run_dir)
+    except AdapterReferenceError as err:
+        raise CheckpointError(f"{role} {location.path}: {err}") from None
+    if reference is not None:
+        raise CheckpointError(
+            f"{role} {location.path} is an adapter checkpoint ({reference.adapter}) trained on "
+            f"the base {reference.base_path}: it holds only the adapter. Evaluate it with "
+            "ADAPTER_PATH set to it and CHECKPOINT_PATH to that base, or merge it into a full "
+            "checkpoint with `flantune convert flantune-to-hf --merge`.")
+
+
 def load_initial_params(path: str | os.PathLike, abstract_params: PyTree, *,
                         role: str = "INITIAL_CHECKPOINT_PATH",
                         model: ModelConfig | None = None) -> PyTree:
@@ -860,6 +885,8 @@ def load_initial_params(path: str | os.PathLike, abstract_params: PyTree, *,
         location = checkpoint_kinds.locate_checkpoint(path, role)
     except checkpoint_kinds.CheckpointKindError as err:
         raise CheckpointError(str(err)) from None
+    if location.run_dir is not None:
+        _refuse_adapter_run(location, role)
     if model is not None:
         problem = architecture_check.check_architecture(location, model, role)
         if problem:
@@ -868,7 +895,7 @@ def load_initial_params(path: str | os.PathLike, abstract_params: PyTree, *,
         return _load_hf_params(location.path, abstract_params, role)
     if location.kind == checkpoint_kinds.PARAMS:
         return _load_native_params(location.path, abstract_params, role)
-    return _load_flantune_params(location.state_path, abstract_params, role)
+    return load_step_params(location.state_path, abstract_params, role)
 
 
 __all__ = [

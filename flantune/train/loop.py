@@ -20,6 +20,18 @@ import flantune.partitioning as partitioning
 from flantune.data import BatchIterator, DataError
 from flantune.data.prefetch import Prefetcher
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
+from flantune.peft.config import AdapterConfig
+from flantune.peft.report import adapter_summary
+from flantune.train.adapter_checkpoints import load_base
+from flantune.train.adapter_reference import (
+    RANDOM_BASE,
+    AdapterReference,
+    AdapterReferenceError,
+    base_fingerprint,
+    check_reference,
+    read_reference,
+    write_reference,
+)
 from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
 from flantune.train.checkpoints import (
     CheckpointConfig,
@@ -32,7 +44,14 @@ from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput,
 from flantune.train.optimizers import OptimizerConfig, make_optimizer
 from flantune.train.preemption import StopRequest
 from flantune.train.run_lock import RunLock, RunLockError
-from flantune.train.state import ModelConfig, ModelSpec, abstract_state, init_state, state_shardings
+from flantune.train.state import (
+    ModelConfig,
+    ModelSpec,
+    abstract_state,
+    frozen_shardings,
+    init_state,
+    state_shardings,
+)
 from flantune.train.step import StepConfig, make_train_step
 
 PyTree = Any
@@ -87,6 +106,9 @@ class TrainConfig:
     # Held-out evaluation during training, e.g.
     # flantune.evaluation.during_training.evaluation_factory(EvalConfig(...)); None: off.
     evaluation: EvaluationFactory | None = None
+    # Parameter-efficient tuning (flantune.peft, e.g. LoraConfig()): only the adapter trains and
+    # is checkpointed; the base is INITIAL_CHECKPOINT_PATH (else the random initialisation).
+    adapter: AdapterConfig | None = None
 
 
 @dataclasses.dataclass
@@ -144,7 +166,7 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
     process, processes = jax.process_index(), jax.process_count()
     is_chief = process == 0
 
-    spec = ModelSpec.from_config(config.model)
+    spec = ModelSpec.from_config(config.model, config.adapter)
     optimizer, schedule = make_optimizer(config.optimizer)
     data = BatchIterator(
         config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
@@ -156,14 +178,18 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
 
     with partitioning.activation_rules(rules, mesh):
         shardings = state_shardings(spec, optimizer, mesh, rules)
+        base_shardings = frozen_shardings(spec, mesh, rules)
         checkpointer.check_free_space(_state_bytes(spec, optimizer))  # keep + best + 1
+        frozen = _base_params(config, spec, base_shardings, checkpointer)
         state = _initial_state(config, spec, optimizer, shardings, checkpointer, data)
         start = int(jax.device_get(state["step"]))
         step_fn = jax.jit(make_train_step(spec, optimizer, schedule, step_config),
-                          in_shardings=(shardings, partitioning.batch_sharding(mesh)),
+                          in_shardings=(shardings, partitioning.batch_sharding(mesh),
+                                        base_shardings),
                           out_shardings=(shardings, None), donate_argnums=(0,))
         writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
-        evaluation = _training_eval(config, spec, mesh, rules, shardings["params"])
+        evaluation = _training_eval(config, spec, mesh, rules,
+                                    spec.join(shardings["params"], base_shardings))
         write_config(config.model_dir, MIXTURE_FILE, mixture_description(data))
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
@@ -176,7 +202,8 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
                 for step in range(start, config.train_steps):
                     local, data_state = next(batches)
                     throughput.add(real_tokens(local) * processes)
-                    state, metrics = step_fn(state, partitioning.global_batch(local, mesh))
+                    state, metrics = step_fn(state, partitioning.global_batch(local, mesh),
+                                             frozen)
                     pending.append((step + 1, metrics))
                     done = step + 1
                     stopping = stop.should_stop(done)
@@ -198,7 +225,8 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
                     eval_metrics = None
                     if evaluation is not None and not stopping and evaluation.due(
                             done, last=last, saving=saving):
-                        eval_metrics = evaluation.run(state["params"], done, bar.print)
+                        eval_metrics = evaluation.run(spec.join(state["params"], frozen), done,
+                                                      bar.print)
                     if saving:
                         checkpointer.save(done, state, data_state=data_state, force=last,
                                           metrics=eval_metrics)
@@ -310,9 +338,9 @@ def _log(pending: list[tuple[int, dict]], task_names, throughput: Throughput,
 
 
 def _state_bytes(spec: ModelSpec, optimizer) -> int:
-    """Bytes of parameters + optimizer state (what a checkpoint holds)."""
-    shapes = jax.eval_shape(lambda: (spec.abstract_params(),
-                                     optimizer.init(spec.abstract_params())))
+    """Bytes of trainable parameters + optimizer state (what a checkpoint holds)."""
+    shapes = jax.eval_shape(lambda: (spec.abstract_trainable(),
+                                     optimizer.init(spec.abstract_trainable())))
     return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
                    for x in jax.tree.leaves(shapes)))
 
@@ -338,6 +366,49 @@ def _training_eval(config: TrainConfig, spec: ModelSpec, mesh, rules, param_shar
     return hook
 
 
+def _base_params(config: TrainConfig, spec: ModelSpec, shardings: PyTree,
+                 checkpointer: Checkpointer) -> PyTree:
+    """An adapter run's frozen base parameters ({} for full fine-tuning): INITIAL_CHECKPOINT_PATH,
+    else the random initialisation of RANDOM_SEED, checked against (or recorded in) MODEL_DIR's
+    adapter.json."""
+    try:
+        stored = read_reference(config.model_dir)
+    except AdapterReferenceError as err:
+        raise TrainError(str(err)) from None
+    if spec.adapter is None:
+        if stored is not None:
+            raise TrainError(f"{config.model_dir} holds an adapter run ({stored.adapter}); "
+                             "configure the same adapter (e.g. --gin_file=gin_configs/peft/"
+                             "lora.gin) to resume it, or use another MODEL_DIR.")
+        return {}
+    if stored is None and checkpointer.latest_step() is not None:
+        raise TrainError(f"{config.model_dir} holds checkpoints of a full fine-tuning run (no "
+                         "adapter.json); an adapter run needs a MODEL_DIR of its own.")
+    if config.initial_checkpoint_path:
+        announce_train_steps(config)
+        base_path = str(config.initial_checkpoint_path)
+    else:
+        # The base the same seed gives a full fine-tuning run (the state's init key).
+        base_path = RANDOM_BASE.format(seed=config.seed)
+        if jax.process_index() == 0:
+            print(f"No INITIAL_CHECKPOINT_PATH: the adapter trains on a randomly initialised "
+                  f"base model ({base_path}); set INITIAL_CHECKPOINT_PATH to the model to adapt.")
+    frozen = load_base(base_path, spec, shardings, role="INITIAL_CHECKPOINT_PATH")
+    reference = AdapterReference(config.adapter, config.model, base_path,
+                                 base_fingerprint(frozen))
+    if stored is not None:
+        try:
+            check_reference(stored, reference, config.model_dir, resuming=True)
+        except AdapterReferenceError as err:
+            raise TrainError(str(err)) from None
+    else:
+        write_reference(config.model_dir, reference)
+    if jax.process_index() == 0:
+        print(adapter_summary(spec.config, spec.adapter, spec.abstract_trainable(),
+                              spec.abstract_frozen()))
+    return frozen
+
+
 def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: PyTree,
                    checkpointer: Checkpointer, data: BatchIterator) -> PyTree:
     """Resume from MODEL_DIR's latest checkpoint, else the initial checkpoint, else random."""
@@ -354,7 +425,7 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
         except DataError as err:
             raise TrainError(f"Resuming {config.model_dir} at step {latest}: {err}") from None
         return state
-    if config.initial_checkpoint_path:
+    if config.initial_checkpoint_path and spec.adapter is None:
         announce_train_steps(config)
         params = load_initial_params(config.initial_checkpoint_path, jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),

@@ -17,7 +17,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import flantune.partitioning as partitioning
-from flantune.models import DecoderConfig, T5Config, build_model
+from flantune.models import DecoderConfig, T5Config
+from flantune.peft.adapted import adapter_paths, build_adapted_model, join_params, split_params
+from flantune.peft.config import AdapterConfig
 
 PyTree = Any
 ModelConfig = T5Config | DecoderConfig
@@ -25,20 +27,29 @@ ModelConfig = T5Config | DecoderConfig
 
 @dataclasses.dataclass
 class ModelSpec:
-    """A model's structure without its weights: rebuild the module from a params dict."""
+    """A model's structure without its weights: rebuild the module from a params dict.
+
+    With an adapter (flantune.peft) the model has the adapter attached; its parameters split
+    into the trainable adapter (``trainable_paths``) and the frozen base, and the train state
+    holds only the trainable part."""
 
     config: ModelConfig
     graphdef: nnx.GraphDef
     abstract_state: nnx.State  # nnx.Param variables (shapes and logical axes), no values
+    adapter: AdapterConfig | None = None
+    trainable_paths: frozenset | None = None  # None: every parameter trains
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> ModelSpec:
-        model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+    def from_config(cls, config: ModelConfig, adapter: AdapterConfig | None = None
+                    ) -> ModelSpec:
+        model = nnx.eval_shape(lambda: build_adapted_model(config, adapter, nnx.Rngs(0)))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         if jax.tree.leaves(rest):
             raise ValueError("flantune models keep all their state in nnx.Param variables; "
                              f"{type(model).__name__} has other state: {rest}")
-        return cls(config=config, graphdef=graphdef, abstract_state=params)
+        trainable = adapter_paths(params) if adapter is not None else None
+        return cls(config=config, graphdef=graphdef, abstract_state=params, adapter=adapter,
+                   trainable_paths=trainable)
 
     @property
     def family(self) -> str:
@@ -46,8 +57,25 @@ class ModelSpec:
         return "enc_dec" if isinstance(self.config, T5Config) else "decoder"
 
     def abstract_params(self) -> PyTree:
+        """Shapes and dtypes of every parameter (base and adapter)."""
         return jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype),
                             self.abstract_state.to_pure_dict())
+
+    def split(self, params: PyTree) -> tuple[PyTree, PyTree]:
+        """(trainable, frozen) parts of a full parameter tree; without an adapter (params, {})."""
+        if self.trainable_paths is None:
+            return params, {}
+        return split_params(params, self.trainable_paths)
+
+    def join(self, trainable: PyTree, frozen: PyTree | None) -> PyTree:
+        """The full parameter tree of the two parts (inverse of ``split``)."""
+        return join_params(trainable, frozen)
+
+    def abstract_trainable(self) -> PyTree:
+        return self.split(self.abstract_params())[0]
+
+    def abstract_frozen(self) -> PyTree:
+        return self.split(self.abstract_params())[1]
 
     def merge(self, params: PyTree) -> nnx.Module:
         """The module holding ``params`` (works on tracers inside jit)."""
@@ -58,9 +86,18 @@ class ModelSpec:
                              f"{treedef.num_leaves}.")
         return nnx.merge(self.graphdef, jax.tree.unflatten(treedef, leaves))
 
+    def abstract_model(self) -> nnx.Module:
+        """The module with shapes for values (as from ``nnx.eval_shape``)."""
+        return nnx.merge(self.graphdef, self.abstract_state)
+
     def init_params(self, rng: jax.Array) -> PyTree:
-        model = build_model(self.config, nnx.Rngs(params=rng))
+        """Every parameter, drawn from ``rng`` (the adapter's as peft draws them)."""
+        model = build_adapted_model(self.config, self.adapter, nnx.Rngs(params=rng))
         return nnx.state(model, nnx.Param).to_pure_dict()
+
+    def init_trainable(self, rng: jax.Array) -> PyTree:
+        """The trainable part of ``init_params(rng)`` (under jit the rest is never computed)."""
+        return self.split(self.init_params(rng))[0]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -69,16 +106,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def state_shardings(spec: ModelSpec, optimizer: optax.GradientTransformation, mesh: Mesh,
                     rules: partitioning.LogicalAxisRules) -> PyTree:
-    """NamedShardings for every leaf of the train state."""
-    params = partitioning.param_shardings(spec.abstract_state, mesh, rules)
-    opt_shapes = jax.eval_shape(optimizer.init, spec.abstract_params())
+    """NamedShardings for every leaf of the train state (the trainable parameters only)."""
+    params = spec.split(partitioning.param_shardings(spec.abstract_state, mesh, rules))[0]
+    trainable = spec.abstract_trainable()
+    opt_shapes = jax.eval_shape(optimizer.init, trainable)
     return {
         "params": params,
         "opt_state": partitioning.opt_state_shardings(opt_shapes, params, mesh,
-                                                      param_shapes=spec.abstract_params()),
+                                                      param_shapes=trainable),
         "step": replicated(mesh),
         "rng": replicated(mesh),
     }
+
+
+def frozen_shardings(spec: ModelSpec, mesh: Mesh, rules: partitioning.LogicalAxisRules
+                     ) -> PyTree:
+    """NamedShardings of the frozen base parameters of an adapted model ({} without one)."""
+    return spec.split(partitioning.param_shardings(spec.abstract_state, mesh, rules))[1]
 
 
 def abstract_state(spec: ModelSpec, optimizer: optax.GradientTransformation,
@@ -94,7 +138,7 @@ def _fresh_state(spec: ModelSpec, optimizer: optax.GradientTransformation, seed:
     # Raw uint32 keys (not typed keys): they checkpoint as plain arrays.
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     if params is None:
-        params = spec.init_params(init_key)
+        params = spec.init_trainable(init_key)
     return {"params": params, "opt_state": optimizer.init(params),
             "step": jnp.zeros((), jnp.int32), "rng": train_key}
 

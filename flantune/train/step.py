@@ -62,15 +62,18 @@ def _denominator(sums: Mapping[str, jax.Array]) -> jax.Array:
 def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, config: StepConfig
                     ) -> Callable[[PyTree, Batch], tuple[PyTree, dict[str, jax.Array]]]:
-    """``step(state, batch) -> (state, metrics)``; jit it with the state's shardings."""
+    """``step(state, batch, frozen=None) -> (state, metrics)``; jit it with the state's
+    shardings. ``state["params"]`` are the trainable parameters; an adapted model's frozen base
+    parameters come as ``frozen`` and get no gradients (they are constants of the loss)."""
     family = spec.family
-    dropout = spec.config.dropout_rate > 0.0
+    dropout = uses_dropout(spec)
 
-    def sums_and_grads(params: PyTree, batch: Batch, rng: jax.Array, normalize: bool):
+    def sums_and_grads(params: PyTree, frozen: PyTree, batch: Batch, rng: jax.Array,
+                       normalize: bool):
         """Loss sums and gradients of the summed loss, or with `normalize` of the loss divided
         by this batch's denominator (one pass fewer over the gradients than dividing them)."""
         def loss_fn(p: PyTree):
-            model = spec.merge(p)
+            model = spec.merge(spec.join(p, frozen))
             # The model config's dropout_rate applies in training, as in t5x (evaluation,
             # scoring and decoding call the model deterministically).
             logits = model(**model_inputs(batch, family), deterministic=not dropout,
@@ -87,23 +90,24 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return sums, grads
 
-    def step(state: PyTree, batch: Batch) -> tuple[PyTree, dict[str, jax.Array]]:
+    def step(state: PyTree, batch: Batch, frozen: PyTree | None = None
+             ) -> tuple[PyTree, dict[str, jax.Array]]:
         params = state["params"]
         rng, step_rng = jax.random.split(state["rng"])
         if config.num_microbatches == 1:
-            sums, grads = sums_and_grads(params, batch, step_rng, normalize=True)
+            sums, grads = sums_and_grads(params, frozen, batch, step_rng, normalize=True)
             denominator = _denominator(sums)
         else:
             micro = _microbatches(batch, config.num_microbatches)
             keys = jax.random.split(step_rng, config.num_microbatches)
             zero_sums, zero_grads = jax.eval_shape(
-                lambda *a: sums_and_grads(*a, normalize=False), params,
+                lambda *a: sums_and_grads(*a, normalize=False), params, frozen,
                 jax.tree.map(lambda x: x[0], micro), keys[0])
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zero_sums, zero_grads))
 
             def accumulate(carry, xs):
                 part, key = xs
-                sums_i, grads_i = sums_and_grads(params, part, key, normalize=False)
+                sums_i, grads_i = sums_and_grads(params, frozen, part, key, normalize=False)
                 return jax.tree.map(jnp.add, carry, (sums_i, grads_i)), None
 
             (sums, grads), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
@@ -144,9 +148,16 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
     return step
 
 
+def uses_dropout(spec: ModelSpec) -> bool:
+    """Whether training draws dropout masks: the model's dropout_rate or an adapter's."""
+    adapter_rate = getattr(spec.adapter, "dropout", 0.0) if spec.adapter is not None else 0.0
+    return spec.config.dropout_rate > 0.0 or adapter_rate > 0.0
+
+
 def make_eval_loss(spec: ModelSpec, config: StepConfig
                    ) -> Callable[[PyTree, Batch], dict[str, jax.Array]]:
-    """``eval_loss(params, batch) -> summed loss metrics`` (no update, deterministic)."""
+    """``eval_loss(params, batch) -> summed loss metrics`` (no update, deterministic; the
+    full parameter tree)."""
     family = spec.family
 
     def eval_loss(params: PyTree, batch: Batch) -> dict[str, jax.Array]:
