@@ -20,7 +20,7 @@ from flantune.evaluation.command import EvalRun
 from flantune.evaluation.during_training import evaluation_factory
 from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
-from flantune.peft.config import LoraConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
 from flantune.train.losses import LossConfig
@@ -28,7 +28,7 @@ from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
-             EvalConfig, DecodeConfig, LoraConfig):
+             EvalConfig, DecodeConfig, LoraConfig, PrefixConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -46,7 +46,7 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
                  progress: bool = True, eval: EvalConfig | None = None,
                  max_nonfinite_steps: int = 10, use_cached_tasks: bool = False,
-                 eval_period: int | None = None, adapter: LoraConfig | None = None
+                 eval_period: int | None = None, adapter: AdapterConfig | None = None
                  ) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection).
 

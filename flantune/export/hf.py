@@ -29,6 +29,7 @@ from flantune.models.convert.checkpoint import (
 from flantune.models.convert.errors import CheckpointError
 from flantune.models.convert.native import load_params
 from flantune.models.convert.tokenizer import save_tokenizer
+from flantune.peft.config import LoraConfig
 from flantune.peft.hf_format import save_peft_adapter
 from flantune.peft.lora import merge_lora
 from flantune.train import checkpoint_kinds
@@ -147,6 +148,10 @@ def _merged(spec: ModelSpec, adapter: dict, reference: AdapterReference,
             base: str | None) -> dict:
     """The base parameters with the adapter folded in; the base is checked to be the one the
     adapter was trained on."""
+    if not isinstance(spec.adapter, LoraConfig):
+        raise CheckpointError(f"{ROLE}: a {spec.adapter.kind} adapter adds attention inputs, "
+                              "not weight deltas, so it cannot be merged into the base; export "
+                              "the adapter (without --merge) and load it with peft")
     base_path = base or reference.base_path
     try:
         frozen = load_base(base_path, spec, role="the adapter's base")

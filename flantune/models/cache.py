@@ -20,11 +20,14 @@ def _stacked(cache: Cache) -> bool:
     return not isinstance(cache["layers"], tuple)
 
 
+def first_layer(layers: Any) -> dict[str, jax.Array]:
+    """The first layer's entries (or, stacked, every layer's: shapes differ, names agree)."""
+    return layers[0] if isinstance(layers, tuple) else layers
+
+
 def cache_slots(cache: Cache) -> int:
     """How many positions the self-attention keys/values hold."""
-    layers = cache["layers"]
-    first = layers if _stacked(cache) else layers[0]
-    return first["key"].shape[-2]
+    return first_layer(cache["layers"])["key"].shape[-2]
 
 
 def take_rows(cache: Cache, rows: jax.Array) -> Cache:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flantune.models import masks
-from flantune.models.cache import cache_slots
+from flantune.models.cache import cache_slots, first_layer
 from flantune.models.config import DecoderConfig
 from flantune.models.dropout import dropout, resolve_dropout_key, split_key
 from flantune.models.layers import (
@@ -16,10 +16,14 @@ from flantune.models.layers import (
     Attention,
     Dense,
     Embed,
+    KeyValue,
     LayerStack,
     Mlp,
     RMSNorm,
+    add_prefix_to_cache,
+    cached_prefix,
     constrain,
+    prefix_key_values,
 )
 from flantune.models.positions import apply_rotary, rope_inverse_frequencies, rotary_tables
 
@@ -49,14 +53,15 @@ class DecoderOnlyLayer(nnx.Module):
         self.dropout_rate = config.dropout_rate
 
     def __call__(self, x: jax.Array, bias: jax.Array, cos: jax.Array, sin: jax.Array, *,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+                 dropout_key: jax.Array | None = None,
+                 prefix: KeyValue | None = None) -> jax.Array:
         keys = split_key(dropout_key, 4)
 
         def rotary(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
             return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         h = self.attention_norm(x)
-        h = self.attention(h, h, bias, rotary=rotary, dropout_key=keys[0])
+        h = self.attention(h, h, bias, rotary=rotary, dropout_key=keys[0], prefix=prefix)
         x = x + dropout(h, self.dropout_rate, keys[1])
         h = self.mlp(self.mlp_norm(x), dropout_key=keys[2])
         x = x + dropout(h, self.dropout_rate, keys[3])
@@ -71,10 +76,11 @@ class DecoderOnlyLayer(nnx.Module):
             return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         h, (key, value) = self.attention.attend_cached(
-            self.attention_norm(x), (cache["key"], cache["value"]), index, bias, rotary=rotary)
+            self.attention_norm(x), (cache["key"], cache["value"]), index, bias, rotary=rotary,
+            prefix=cached_prefix(cache))
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
-        return constrain(x, EMBED_AXES), {"key": key, "value": value}
+        return constrain(x, EMBED_AXES), {**cache, "key": key, "value": value}
 
 
 class DecoderOnly(nnx.Module):
@@ -104,16 +110,25 @@ class DecoderOnly(nnx.Module):
         mask = masks.decoder_only_mask(length, segment_ids=decoder_segment_ids,
                                        causal_attention=decoder_causal_attention,
                                        sliding_window=config.sliding_window)
-        bias = masks.mask_to_bias(mask)
         if decoder_positions is None:
             decoder_positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+        prefix = prefix_key_values(self)
+        per_layer = None
+        if prefix is not None:
+            # As peft: every position attends to the prefix, which holds positions 0..n-1, so
+            # the tokens' positions start at n (the prefix keys themselves are not rotated).
+            num_prefix = prefix[0].shape[2]
+            mask = masks.with_prefix_columns(mask, num_prefix, batch)
+            decoder_positions = decoder_positions + num_prefix
+            per_layer = tuple(a[:, None] for a in prefix)
+        bias = masks.mask_to_bias(mask)
         inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta,
                                             config.rope_scaling)
         cos, sin = rotary_tables(decoder_positions, inv_freq)
         keys = split_key(resolve_dropout_key(config.dropout_rate, deterministic, dropout_rng), 2)
         x = self.token_embedder(decoder_input_tokens)
         x = constrain(dropout(x, config.dropout_rate, keys[0]), EMBED_AXES)
-        x = self.layers(x, bias, cos, sin, dropout_key=keys[1])
+        x = self.layers(x, bias, cos, sin, dropout_key=keys[1], per_layer=per_layer)
         head_key = None if keys[0] is None else jax.random.fold_in(keys[0], 1)
         return self._logits(self.final_norm(x), head_key)
 
@@ -141,8 +156,11 @@ class DecoderOnly(nnx.Module):
 
         if first_slot is None:
             first_slot = jnp.zeros((batch_size,), jnp.int32)
-        return {"layers": self.layers.map_layers(layer_cache),
-                "first_slot": jnp.asarray(first_slot, jnp.int32)}
+        layers = self.layers.map_layers(layer_cache)
+        prefix = prefix_key_values(self)
+        if prefix is not None:
+            layers = add_prefix_to_cache(layers, prefix, batch_size)
+        return {"layers": layers, "first_slot": jnp.asarray(first_slot, jnp.int32)}
 
     def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
                     index: jax.Array, prefix_length: int | None = None
@@ -166,8 +184,14 @@ class DecoderOnly(nnx.Module):
         if config.sliding_window is not None:
             mask = mask & ((query_slots[:, None] - key_slots[None, :])
                            < config.sliding_window)[None]
-        bias = masks.mask_to_bias(mask[:, None])
+        mask = mask[:, None]
         positions = jnp.maximum(query_slots[None, :] - first_slot[:, None], 0)
+        prefix = cached_prefix(first_layer(cache["layers"]))
+        if prefix is not None:  # as in __call__
+            num_prefix = prefix[0].shape[-2]
+            mask = masks.with_prefix_columns(mask, num_prefix, mask.shape[0])
+            positions = positions + num_prefix
+        bias = masks.mask_to_bias(mask)
         inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta,
                                             config.rope_scaling)
         cos, sin = rotary_tables(positions, inv_freq)

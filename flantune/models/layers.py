@@ -65,6 +65,35 @@ def project_heads(x: jax.Array, kernel: jax.Array,
 # `__call__(x, dropout_key)` maps the projection's flattened input [..., in] to an additive
 # [..., out] term. Models without adapters never see one.
 ADAPTER_SUFFIX = "_lora"
+# Prefix tuning (flantune.peft) attaches a module to the model under this name; called with no
+# arguments it returns the keys and values [layers, kv_heads, n, head_dim] of the self-attention
+# of every layer of the stack it adapts (the decoder's), which every query attends to first.
+PREFIX_ATTRIBUTE = "prefix_tuning"
+
+
+def prefix_key_values(model: nnx.Module) -> KeyValue | None:
+    """The prefix keys and values an attached prefix-tuning module gives, or None."""
+    module = getattr(model, PREFIX_ATTRIBUTE, None)
+    return None if module is None else module()
+
+
+def add_prefix_to_cache(layers: Any, prefix: KeyValue, batch_size: int) -> Any:
+    """A decoding cache's per-layer entries (a tuple of dicts, or one dict stacked on a leading
+    layers axis) with each layer's prefix keys and values, broadcast to the batch (beam search
+    reorders rows)."""
+    keys, values = (jnp.broadcast_to(a[:, None], (a.shape[0], batch_size, *a.shape[1:]))
+                    for a in prefix)
+    if isinstance(layers, tuple):
+        return tuple({**layer, "prefix_key": keys[i], "prefix_value": values[i]}
+                     for i, layer in enumerate(layers))
+    return {**layers, "prefix_key": keys, "prefix_value": values}
+
+
+def cached_prefix(cache: dict[str, jax.Array]) -> KeyValue | None:
+    """A layer cache's prefix keys and values, if it has them."""
+    if "prefix_key" not in cache:
+        return None
+    return cache["prefix_key"], cache["prefix_value"]
 
 
 def projection_delta(owner: nnx.Module, param: str, dropout_key: jax.Array | None,
@@ -192,6 +221,17 @@ def write_slots(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array
     return constrain(cache, HEAD_MAJOR_AXES)
 
 
+def with_prefix(key_value: KeyValue, prefix: KeyValue | None) -> KeyValue:
+    """Keys and values [b, kv_heads, k, kv] with `prefix` [b or 1, kv_heads, n, kv] in front."""
+    if prefix is None:
+        return key_value
+    out = []
+    for part, pre in zip(key_value, prefix, strict=True):
+        pre = jnp.broadcast_to(pre.astype(part.dtype), (part.shape[0], *pre.shape[1:]))
+        out.append(constrain(jnp.concatenate([pre, part], axis=2), HEAD_MAJOR_AXES))
+    return out[0], out[1]
+
+
 class Attention(nnx.Module):
     """Multi-head / grouped-query attention with kernels [embed, heads, kv] and [heads, kv, embed].
 
@@ -245,20 +285,22 @@ class Attention(nnx.Module):
         return out if delta is None else out + delta(x)
 
     def attend_cached(self, inputs: jax.Array, cache: KeyValue, index: jax.Array,
-                      bias: Bias, *, rotary: Rotary | None = None
-                      ) -> tuple[jax.Array, KeyValue]:
+                      bias: Bias, *, rotary: Rotary | None = None,
+                      prefix: KeyValue | None = None) -> tuple[jax.Array, KeyValue]:
         """Self-attention of `inputs` [b, q, embed] at cache slots index..index+q-1.
 
         Their keys and values are written into `cache` (head-major [b, kv_heads, slots, kv])
         first; the queries then attend to every slot, `bias` [b or 1, 1 or heads, q, slots]
-        masking the empty and disallowed ones. Returns the output and the updated cache.
+        masking the empty and disallowed ones. `prefix` keys and values (see `__call__`) come
+        before the slots (the bias then covers prefix + slots). Returns the output and the
+        updated cache.
         """
         q = self.project_query(inputs)
         k, v = self.project_key_value(inputs)
         if rotary is not None:
             q, k = rotary(q, k)
         cache = (write_slots(cache[0], k, index), write_slots(cache[1], v, index))
-        out = dot_product_attention(q, *cache, bias, scale=self.scale,
+        out = dot_product_attention(q, *with_prefix(cache, prefix), bias, scale=self.scale,
                                     kernel=self.attention_kernel)
         return self.project_out(out), cache
 
@@ -272,12 +314,16 @@ class Attention(nnx.Module):
         return self.project_out(out)
 
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: Bias, *,
-                 rotary: Rotary | None = None,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+                 rotary: Rotary | None = None, dropout_key: jax.Array | None = None,
+                 prefix: KeyValue | None = None) -> jax.Array:
+        """Attention of `inputs_q` to `inputs_kv`. `prefix` keys and values [b or 1, kv_heads,
+        n, kv] (prefix tuning; not rotated) come before the projected ones, and `bias` then
+        covers n + length keys."""
         q = self.project_query(inputs_q, dropout_key)
         k, v = self.project_key_value(inputs_kv, dropout_key)
         if rotary is not None:
             q, k = rotary(q, k)
+        k, v = with_prefix((k, v), prefix)
         out = dot_product_attention(q, k, v, bias, scale=self.scale,
                                     dropout_rate=self.dropout_rate, dropout_key=dropout_key,
                                     kernel=self.attention_kernel)
@@ -289,7 +335,9 @@ class LayerStack(nnx.Module):
     parameters stacked on a leading `layers` axis applied by `nnx.scan` (constant compile time).
     With `remat=True` each layer's activations are recomputed in the backward pass.
 
-    A layer is called as `layer(x, *args, dropout_key=key)` and returns the new `x`.
+    A layer is called as `layer(x, *args, dropout_key=key)` and returns the new `x`; given
+    `per_layer` (a pytree with a leading axis of `num_layers`), layer i also gets its slice as
+    `prefix=` (an adapter's per-layer keys and values).
     """
 
     def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, *,
@@ -307,29 +355,34 @@ class LayerStack(nnx.Module):
         else:
             self.layers = nnx.List([make_layer(rngs) for _ in range(num_layers)])
 
-    def __call__(self, x: jax.Array, *args: jax.Array,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
-        def apply(layer: nnx.Module, h: jax.Array, key: jax.Array | None,
+    def __call__(self, x: jax.Array, *args: jax.Array, dropout_key: jax.Array | None = None,
+                 per_layer: Any = None) -> jax.Array:
+        def apply(layer: nnx.Module, h: jax.Array, key: jax.Array | None, mine: Any,
                   *layer_args: jax.Array) -> jax.Array:
-            return layer(h, *layer_args, dropout_key=key)
+            if mine is None:
+                return layer(h, *layer_args, dropout_key=key)
+            return layer(h, *layer_args, dropout_key=key, prefix=mine)
 
         if self.remat:
             apply = nnx.remat(apply)
         keys = None if dropout_key is None else jax.random.split(dropout_key, self.num_layers)
         if not self.scan:
             for i, layer in enumerate(self.layers):
-                x = apply(layer, x, None if keys is None else keys[i], *args)
+                mine = None if per_layer is None else jax.tree.map(lambda a, i=i: a[i],
+                                                                    per_layer)
+                x = apply(layer, x, None if keys is None else keys[i], mine, *args)
             return x
 
         key_axis = None if keys is None else 0
+        mine_axis = None if per_layer is None else 0
 
-        @nnx.scan(in_axes=(nnx.Carry, 0, key_axis) + (None,) * len(args), out_axes=nnx.Carry,
-                  transform_metadata={nnx.PARTITION_NAME: "layers"})
-        def step(h: jax.Array, layer: nnx.Module, key: jax.Array | None,
+        @nnx.scan(in_axes=(nnx.Carry, 0, key_axis, mine_axis) + (None,) * len(args),
+                  out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def step(h: jax.Array, layer: nnx.Module, key: jax.Array | None, mine: Any,
                  *layer_args: jax.Array) -> jax.Array:
-            return apply(layer, h, key, *layer_args)
+            return apply(layer, h, key, mine, *layer_args)
 
-        return step(x, self.layers, keys, *args)
+        return step(x, self.layers, keys, per_layer, *args)
 
     def map_layers(self, fn: Callable[..., Any], *args: jax.Array) -> Any:
         """`fn(layer, *args)` for every layer: a tuple of results, or with `scan=True` the results

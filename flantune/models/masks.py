@@ -64,3 +64,11 @@ def decoder_only_mask(length: int, *, segment_ids: jax.Array | None,
     if segment_ids is not None:
         mask = mask & segment_mask(segment_ids, segment_ids)
     return mask
+
+
+def with_prefix_columns(mask: jax.Array, num_prefix: int, batch: int) -> jax.Array:
+    """`mask` [.., q, k] (broadcastable to [batch, 1, q, k]) with `num_prefix` always-allowed
+    key columns in front (prefix tuning: every query attends to every prefix slot)."""
+    mask = jnp.broadcast_to(mask, (batch, 1, *mask.shape[-2:]))
+    allowed = jnp.ones((batch, 1, mask.shape[-2], num_prefix), bool)
+    return jnp.concatenate([allowed, mask], axis=-1)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flantune.models import masks
-from flantune.models.cache import cache_slots
+from flantune.models.cache import cache_slots, first_layer
 from flantune.models.config import T5Config
 from flantune.models.dropout import dropout, resolve_dropout_key, split_key
 from flantune.models.layers import (
@@ -17,10 +17,14 @@ from flantune.models.layers import (
     Attention,
     Dense,
     Embed,
+    KeyValue,
     LayerStack,
     Mlp,
     RMSNorm,
+    add_prefix_to_cache,
+    cached_prefix,
     constrain,
+    prefix_key_values,
 )
 from flantune.models.positions import RelativePositionBias
 
@@ -82,10 +86,11 @@ class DecoderLayer(nnx.Module):
         self.dropout_rate = config.dropout_rate
 
     def __call__(self, x: jax.Array, self_bias: jax.Array, encoded: jax.Array,
-                 cross_bias: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+                 cross_bias: jax.Array, *, dropout_key: jax.Array | None = None,
+                 prefix: KeyValue | None = None) -> jax.Array:
         keys = split_key(dropout_key, 6)
         h = self.self_attention_norm(x)
-        h = self.self_attention(h, h, self_bias, dropout_key=keys[0])
+        h = self.self_attention(h, h, self_bias, dropout_key=keys[0], prefix=prefix)
         x = x + dropout(h, self.dropout_rate, keys[1])
         h = self.cross_attention(self.cross_attention_norm(x), encoded, cross_bias,
                                  dropout_key=keys[2])
@@ -102,7 +107,7 @@ class DecoderLayer(nnx.Module):
         values projected once by `EncoderDecoder.init_decode_cache`."""
         h = self.self_attention_norm(x)
         h, (key, value) = self.self_attention.attend_cached(
-            h, (cache["key"], cache["value"]), index, self_bias)
+            h, (cache["key"], cache["value"]), index, self_bias, prefix=cached_prefix(cache))
         x = x + h
         h = self.cross_attention.attend_precomputed(
             self.cross_attention_norm(x), (cache["cross_key"], cache["cross_value"]), cross_bias)
@@ -177,12 +182,29 @@ class EncoderDecoder(nnx.Module):
         else:
             cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
         relpos = self.decoder.relpos_bias(decoder_positions, decoder_positions, length, length)
+        prefix = prefix_key_values(self)
+        per_layer = None
+        if prefix is not None:
+            # As peft: every decoder position attends to the prefix first, as if the prefix
+            # held positions 0..n-1 and the tokens n.. (T5's causal position buckets).
+            num_prefix = prefix[0].shape[2]
+            queries = (jnp.arange(length)[None] if decoder_positions is None
+                       else decoder_positions) + num_prefix
+            prefix_relpos = self.decoder.relpos_bias(
+                queries, jnp.arange(num_prefix)[None], num_prefix + length, num_prefix)
+            rows = max(prefix_relpos.shape[0], relpos.shape[0])
+            relpos = jnp.concatenate([jnp.broadcast_to(term, (rows, *term.shape[1:]))
+                                      for term in (prefix_relpos, relpos)], axis=-1)
+            self_mask = masks.with_prefix_columns(self_mask, num_prefix,
+                                                  decoder_input_tokens.shape[0])
+            per_layer = tuple(a[:, None] for a in prefix)
         self_bias = (relpos, masks.mask_to_bias(self_mask))
         cross_bias = masks.mask_to_bias(cross_mask)
         keys = split_key(dropout_key, 3)
         x = self.token_embedder(decoder_input_tokens)
         x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
-        x = self.decoder.layers(x, self_bias, encoded, cross_bias, dropout_key=keys[1])
+        x = self.decoder.layers(x, self_bias, encoded, cross_bias, dropout_key=keys[1],
+                                per_layer=per_layer)
         x = self.decoder.final_norm(x)
         x = dropout(x, self.config.dropout_rate, keys[2])
         return self._logits(x, None if keys[2] is None else jax.random.fold_in(keys[2], 1))
@@ -210,8 +232,11 @@ class EncoderDecoder(nnx.Module):
             return {"key": empty, "value": empty, "cross_key": cross_key,
                     "cross_value": cross_value}
 
-        return {"layers": self.decoder.layers.map_layers(layer_cache, encoded),
-                "encoder_valid": encoder_input_tokens > 0}
+        layers = self.decoder.layers.map_layers(layer_cache, encoded)
+        prefix = prefix_key_values(self)
+        if prefix is not None:
+            layers = add_prefix_to_cache(layers, prefix, encoded.shape[0])
+        return {"layers": layers, "encoder_valid": encoder_input_tokens > 0}
 
     def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
                     index: jax.Array) -> tuple[jax.Array, dict]:
@@ -227,6 +252,13 @@ class EncoderDecoder(nnx.Module):
                                           num_slots, num_slots)
         causal = (key_positions[None, :] <= query_positions[:, None])[None, None]
         self_bias = masks.mask_to_bias(causal, relpos)
+        prefix = cached_prefix(first_layer(cache["layers"]))
+        if prefix is not None:  # as in `decode`
+            num_prefix = prefix[0].shape[-2]
+            prefix_relpos = self.decoder.relpos_bias(
+                query_positions[None] + num_prefix, jnp.arange(num_prefix)[None],
+                num_slots + num_prefix, num_prefix)
+            self_bias = jnp.concatenate([prefix_relpos, self_bias], axis=-1)
         cross_bias = masks.mask_to_bias(cache["encoder_valid"][:, None, None, :])
         x = constrain(self.token_embedder(decoder_input_tokens), EMBED_AXES)
         x, layers = self.decoder.layers.apply_cached(x, cache["layers"], self_bias, cross_bias,

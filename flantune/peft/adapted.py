@@ -12,8 +12,9 @@ from flax.nnx import traversals
 
 from flantune.models.build import build_model
 from flantune.models.config import ModelConfig
-from flantune.peft.config import AdapterConfig, LoraConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
 from flantune.peft.lora import AdapterParam, attach_lora
+from flantune.peft.prefix import attach_prefix
 from flantune.peft.targets import Projection
 
 Params = dict[str, Any]
@@ -26,9 +27,12 @@ _ADAPTER_KEY_SALT = 0x4C6F5241
 
 def attach(model: nnx.Module, model_config: ModelConfig, adapter: AdapterConfig,
            key: jax.Array) -> list[Projection]:
-    """Attaches `adapter` to `model` (in place); returns the adapted projections."""
+    """Attaches `adapter` to `model` (in place); returns the adapted projections (LoRA)."""
     if isinstance(adapter, LoraConfig):
         return attach_lora(model, model_config, adapter, key)
+    if isinstance(adapter, PrefixConfig):
+        attach_prefix(model, model_config, adapter, key)
+        return []
     raise TypeError(f"unknown adapter configuration {type(adapter).__name__}")
 
 

@@ -58,9 +58,32 @@ class LoraConfig:
         return "lora"
 
 
-AdapterConfig = LoraConfig
+@dataclasses.dataclass(frozen=True)
+class PrefixConfig:
+    """peft's PrefixTuningConfig: `num_virtual_tokens` prefix slots per layer; with
+    `projection`, the prefixes come from an MLP of hidden width `projection_hidden` (default:
+    the token width) during training, folded into the table on export."""
 
-_CLASSES = {cls.__name__: cls for cls in (LoraConfig,)}
+    num_virtual_tokens: int = 20
+    projection: bool = False
+    projection_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
+            raise ValueError(f"PrefixConfig.num_virtual_tokens={self.num_virtual_tokens!r} must "
+                             "be a positive integer.")
+        if self.projection_hidden is not None and self.projection_hidden < 1:
+            raise ValueError(f"PrefixConfig.projection_hidden={self.projection_hidden!r} must "
+                             "be positive or None.")
+
+    @property
+    def kind(self) -> str:
+        return "prefix"
+
+
+AdapterConfig = LoraConfig | PrefixConfig
+
+_CLASSES = {cls.__name__: cls for cls in (LoraConfig, PrefixConfig)}
 
 
 def adapter_to_dict(config: AdapterConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Hugging Face peft's adapter files: `adapter_config.json` + `adapter_model.safetensors`, as
 `peft.PeftModel.from_pretrained(base_model, directory)` reads them and `save_pretrained`
-writes them.
+writes them, for LoRA and prefix tuning (whose table is `prompt_embeddings`).
 
 Keys are `base_model.model.<module>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r] in
 torch's [out, in] layout, with the module names of flantune's Hugging Face converter (Llama's
@@ -22,13 +22,16 @@ from safetensors import safe_open
 
 from flantune.models.config import ModelConfig, T5Config
 from flantune.models.convert.errors import CheckpointError
-from flantune.peft.config import LoraConfig
+from flantune.models.layers import PREFIX_ATTRIBUTE
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
 from flantune.peft.lora import lora_matrices, lora_path
+from flantune.peft.prefix import folded_table, prefix_layout
 from flantune.peft.targets import TargetError, hf_target_modules, select
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 KEY_PREFIX = "base_model.model."
+PREFIX_KEY = "prompt_embeddings"  # prefix tuning's table (peft's name)
 
 # peft options whose default flantune's LoRA computes; any other value is refused on import.
 _DEFAULTS = {"bias": "none", "use_dora": False, "fan_in_fan_out": False, "rank_pattern": {},
@@ -62,25 +65,45 @@ def adapter_config_dict(model_config: ModelConfig, lora: LoraConfig,
     }
 
 
-def save_peft_adapter(model_config: ModelConfig, lora: LoraConfig, adapter: dict,
+def prefix_config_dict(model_config: ModelConfig, prefix: PrefixConfig,
+                       base_model_name_or_path: str | None = None) -> dict[str, Any]:
+    """adapter_config.json for prefix tuning (the table saved folded, so no projection)."""
+    layout = prefix_layout(model_config)
+    return {
+        "peft_type": "PREFIX_TUNING", "task_type": task_type(model_config),
+        "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
+        "num_virtual_tokens": prefix.num_virtual_tokens, "token_dim": layout.token_dim,
+        "num_layers": layout.layers, "num_attention_heads": layout.heads,
+        "num_transformer_submodules": 2 if isinstance(model_config, T5Config) else 1,
+        "encoder_hidden_size": prefix.projection_hidden or layout.token_dim,
+        "prefix_projection": False,
+    }
+
+
+def save_peft_adapter(model_config: ModelConfig, adapter_config: AdapterConfig, adapter: dict,
                       directory: str | Path, *, base_model_name_or_path: str | None = None,
                       dtype: str | None = None) -> list[Path]:
-    """Writes the adapter's two files into `directory`; returns them."""
+    """Writes the adapter's two files into `directory`; returns them. Prefix tuning's MLP (if
+    any) is folded into the table, as peft saves it."""
     directory = Path(directory)
     tensors: dict[str, np.ndarray] = {}
-    for projection in select(model_config, lora.target_modules):
-        a, b = lora_matrices(adapter, projection)
-        key_a, key_b = lora_keys(projection.hf_module)
-        tensors[key_a] = np.ascontiguousarray(a.T)
-        tensors[key_b] = np.ascontiguousarray(b.T)
+    if isinstance(adapter_config, PrefixConfig):
+        tensors[PREFIX_KEY] = folded_table(adapter, adapter_config)
+        config = prefix_config_dict(model_config, adapter_config, base_model_name_or_path)
+    else:
+        for projection in select(model_config, adapter_config.target_modules):
+            a, b = lora_matrices(adapter, projection)
+            key_a, key_b = lora_keys(projection.hf_module)
+            tensors[key_a] = np.ascontiguousarray(a.T)
+            tensors[key_b] = np.ascontiguousarray(b.T)
+        config = adapter_config_dict(model_config, adapter_config, base_model_name_or_path)
     if dtype is not None:
         tensors = {k: v.astype(np.dtype(dtype)) for k, v in tensors.items()}
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / ADAPTER_WEIGHTS_FILE
     safetensors.numpy.save_file(tensors, str(weights), metadata={"format": "pt"})
     config_path = directory / ADAPTER_CONFIG_FILE
-    config_path.write_text(json.dumps(
-        adapter_config_dict(model_config, lora, base_model_name_or_path), indent=2))
+    config_path.write_text(json.dumps(config, indent=2))
     return [config_path, weights]
 
 
@@ -103,7 +126,7 @@ def lora_config_from_peft(data: dict[str, Any], source: str) -> LoraConfig:
     kind = data.get("peft_type")
     if kind != "LORA":
         raise CheckpointError(f"{source}: peft_type {kind!r} is not supported for import "
-                              "(flantune reads LORA adapters)")
+                              "(flantune reads LORA and PREFIX_TUNING adapters)")
     for option, default in _DEFAULTS.items():
         value = data.get(option, default)
         if value != default and value not in (None, {}, [], False, "none"):
@@ -124,24 +147,62 @@ def lora_config_from_peft(data: dict[str, Any], source: str) -> LoraConfig:
                               f"({type(err).__name__}: {err})") from None
 
 
-def load_peft_adapter(directory: str | Path, model_config: ModelConfig
-                      ) -> tuple[LoraConfig, dict]:
-    """(LoraConfig, adapter parameters as numpy arrays in flantune's layout) of a peft adapter
-    directory for a model of `model_config`; every expected key must be there with its shape,
-    and no other key."""
-    directory = Path(directory)
-    source = str(directory / ADAPTER_CONFIG_FILE)
-    lora = lora_config_from_peft(_read_config(directory), source)
-    try:
-        chosen = select(model_config, lora.target_modules)
-    except TargetError as err:
-        raise CheckpointError(f"{source}: {err}") from None
+def _read_weights(directory: Path) -> tuple[Path, dict[str, np.ndarray]]:
     weights = directory / ADAPTER_WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: not found (flantune reads the safetensors form; "
                               "save the adapter with safe_serialization=True)")
     with safe_open(str(weights), framework="numpy") as handle:
-        stored = {name: handle.get_tensor(name) for name in handle.keys()}
+        return weights, {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+def _load_prefix(directory: Path, data: dict[str, Any], model_config: ModelConfig
+                 ) -> tuple[PrefixConfig, dict]:
+    source = str(directory / ADAPTER_CONFIG_FILE)
+    try:
+        layout = prefix_layout(model_config)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    expected = {"num_layers": layout.layers, "token_dim": layout.token_dim,
+                "num_attention_heads": layout.heads}
+    for option, value in expected.items():
+        if data.get(option) not in (None, value):
+            raise CheckpointError(f"{source}: {option}={data[option]!r}, but this model's "
+                                  f"prefix layout has {option}={value} (another base model?)")
+    try:
+        prefix = PrefixConfig(num_virtual_tokens=int(data["num_virtual_tokens"]))
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{source}: not a prefix-tuning configuration flantune reads "
+                              f"({type(err).__name__}: {err})") from None
+    weights, stored = _read_weights(directory)
+    shape = (prefix.num_virtual_tokens, layout.width)
+    problems = [] if PREFIX_KEY in stored else [f"missing tensor {PREFIX_KEY!r} (shape {shape})"]
+    if PREFIX_KEY in stored and stored[PREFIX_KEY].shape != shape:
+        problems.append(f"tensor {PREFIX_KEY!r}: expected shape {shape}, found "
+                        f"{stored[PREFIX_KEY].shape}")
+    problems += [f"unexpected tensor {name!r}" for name in sorted(set(stored) - {PREFIX_KEY})]
+    if problems:
+        raise CheckpointError(f"{weights}: the adapter does not fit this model: "
+                              + "; ".join(problems))
+    return prefix, {PREFIX_ATTRIBUTE: {"embedding": stored[PREFIX_KEY]}}
+
+
+def load_peft_adapter(directory: str | Path, model_config: ModelConfig
+                      ) -> tuple[AdapterConfig, dict]:
+    """(adapter configuration, adapter parameters as numpy arrays in flantune's layout) of a
+    peft adapter directory (LoRA or prefix tuning) for a model of `model_config`; every
+    expected key must be there with its shape, and no other key."""
+    directory = Path(directory)
+    source = str(directory / ADAPTER_CONFIG_FILE)
+    data = _read_config(directory)
+    if data.get("peft_type") == "PREFIX_TUNING":
+        return _load_prefix(directory, data, model_config)
+    lora = lora_config_from_peft(data, source)
+    try:
+        chosen = select(model_config, lora.target_modules)
+    except TargetError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    weights, stored = _read_weights(directory)
     adapter: dict = {}
     problems, used = [], set()
     stacked: dict[tuple, list] = {}

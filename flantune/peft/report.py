@@ -8,7 +8,7 @@ from typing import Any
 import jax
 
 from flantune.models.config import ModelConfig
-from flantune.peft.config import AdapterConfig, LoraConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
 from flantune.peft.targets import select
 
 
@@ -27,6 +27,9 @@ def adapter_summary(model_config: ModelConfig, adapter: AdapterConfig, trainable
         what = (f"LoRA r={adapter.r}, alpha={adapter.alpha:g}"
                 f"{' (rsLoRA)' if adapter.use_rslora else ''} on {len(chosen)} projections "
                 f"({', '.join(names)})")
+    elif isinstance(adapter, PrefixConfig):
+        what = (f"prefix tuning, {adapter.num_virtual_tokens} virtual tokens"
+                f"{' (MLP reparameterisation)' if adapter.projection else ''}")
     else:
         what = type(adapter).__name__
     return (f"{what}: {n_train:,} trainable parameters, {n_frozen:,} frozen "

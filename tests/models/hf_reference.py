@@ -28,13 +28,14 @@ def _randomize(model, seed: int, scale: float) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * scale / fan_in**0.5)
 
 
-def t5(version: str, seed: int = 0):
+def t5(version: str, seed: int = 0, **overrides):
     """A tiny T5: 'v1_0' (ReLU, tied + scaled output) or 'v1_1' (Flan-T5 layout: gated-GELU and
     its own lm_head; transformers 5 ties lm_head to `shared` at construction, so a new weight
     is assigned)."""
     common = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2,
                   num_decoder_layers=3, num_heads=4, relative_attention_num_buckets=8,
                   relative_attention_max_distance=24, dropout_rate=0.0)
+    common.update(overrides)
     torch.manual_seed(seed)
     if version == "v1_0":
         config = transformers.T5Config(feed_forward_proj="relu", **common)

@@ -28,11 +28,11 @@ def _poisoned(steps: set[int]):
         inner = original(spec, optimizer, schedule, config)
         poisoned = jnp.asarray(sorted(steps) or [-1])
 
-        def step(state, batch):
+        def step(state, batch, frozen=None):
             hit = jnp.any(state["step"] == poisoned)
             weights = batch["decoder_loss_weights"].astype(jnp.float32)
             batch = {**batch, "decoder_loss_weights": jnp.where(hit, jnp.nan, 1.0) * weights}
-            return inner(state, batch)
+            return inner(state, batch, frozen)
 
         return step
 

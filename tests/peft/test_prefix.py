@@ -1,0 +1,198 @@
+"""Prefix tuning: peft's logits (forward, both families, with and without the MLP), the key/value
+cache decode and packing agree with the plain forward, and the peft files round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from flantune.models import DecoderConfig, T5Config
+from flantune.models.build import model_params
+from flantune.peft import PrefixConfig, build_adapted_model
+from flantune.peft.adapted import adapter_paths, split_params
+from flantune.peft.hf_format import load_peft_adapter, save_peft_adapter
+from flantune.peft.prefix import prefix_layout
+from tests.models.jit_forward import forward
+from tests.peft import parity
+
+pytest.importorskip("peft")
+
+T5_TINY = T5Config(vocab_size=50, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=48,
+                   num_encoder_layers=2, num_decoder_layers=2, relative_attention_num_buckets=8,
+                   relative_attention_max_distance=12)
+DECODER_TINY = DecoderConfig(vocab_size=50, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,
+                             mlp_dim=48, num_layers=2)
+PREFIX = PrefixConfig(num_virtual_tokens=3)
+
+
+@pytest.mark.parametrize("projection", [False, True], ids=["table", "mlp"])
+@pytest.mark.parametrize("family", parity.FAMILIES)
+def test_prefix_tuning_computes_peft_logits(family, projection):
+    model = parity.random_prefix(family, prefix_projection=projection)
+    diff, peft_error = parity.compare(family, model, prefix=True)
+    assert diff <= max(1e-5, 3 * peft_error), (diff, peft_error)
+
+
+def test_prefix_tuning_with_scanned_layers_computes_peft_logits():
+    for family in parity.FAMILIES:
+        diff, peft_error = parity.compare(family, parity.random_prefix(family), scan_layers=True,
+                                          prefix=True)
+        assert diff <= max(1e-5, 3 * peft_error), (family, diff, peft_error)
+
+
+def test_peft_cannot_describe_some_t5_shapes():
+    with pytest.raises(ValueError, match="emb_dim / num_heads"):
+        prefix_layout(dataclasses.replace(T5_TINY, head_dim=16))
+    with pytest.raises(ValueError, match="as many decoder as encoder layers"):
+        prefix_layout(dataclasses.replace(T5_TINY, num_decoder_layers=3))
+    # peft's T5 quirk: decoder layer i reads table entry 2i mod L.
+    assert prefix_layout(dataclasses.replace(
+        T5_TINY, num_encoder_layers=4, num_decoder_layers=4)).layer_map == (0, 2, 0, 2)
+
+
+@nnx.jit
+def _step(model, tokens, cache, index):
+    return model.decode_step(tokens, cache, index)
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
+def test_cached_decoding_with_a_prefix_equals_the_forward_pass(scan):
+    rng = np.random.default_rng(0)
+    t5 = build_adapted_model(dataclasses.replace(T5_TINY, scan_layers=scan), PREFIX,
+                             nnx.Rngs(1))
+    enc = jnp.asarray(rng.integers(2, 50, (2, 9)))
+    dec = rng.integers(2, 50, (2, 12))
+    dec[:, 0] = 0
+    full = forward(t5, enc, jnp.asarray(dec))
+    plain = forward(build_adapted_model(dataclasses.replace(T5_TINY, scan_layers=scan), None,
+                                        nnx.Rngs(1)), enc, jnp.asarray(dec))
+    assert np.abs(full - plain).max() > 1e-2  # the prefix matters
+    cache = nnx.jit(lambda m, e: m.init_decode_cache(m.encode(e), e, 16))(t5, enc)
+    logits, cache = _step(t5, jnp.asarray(dec[:, :2]), cache, 0)
+    steps = [logits]
+    for t in range(2, dec.shape[1]):
+        logits, cache = _step(t5, jnp.asarray(dec[:, t:t + 1]), cache, t)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
+
+    llama = build_adapted_model(dataclasses.replace(DECODER_TINY, scan_layers=scan), PREFIX,
+                                nnx.Rngs(1))
+    tokens = rng.integers(2, 50, (2, 14))
+    want_0 = forward(llama, jnp.asarray(tokens[:1]))[0]
+    want_1 = forward(llama, jnp.asarray(tokens[1:, 3:]))[0]
+    padded = tokens.copy()
+    padded[1, :3] = 0  # left padding: row 1's tokens start at slot 3, their positions at n
+    cache = llama.init_decode_cache(2, 16, jnp.array([0, 3]))
+    logits, cache = _step(llama, jnp.asarray(padded[:, :6]), cache, 0)
+    steps = [logits]
+    for t in range(6, 14):
+        logits, cache = _step(llama, jnp.asarray(padded[:, t:t + 1]), cache, t)
+        steps.append(logits)
+    got = np.concatenate(steps, axis=1)
+    np.testing.assert_allclose(got[0], want_0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[1, 3:], want_1, atol=1e-5, rtol=0)
+
+
+def _packed(lengths: list[int], total: int, rng) -> tuple[np.ndarray, ...]:
+    tokens = np.zeros((1, total), np.int32)
+    segments = np.zeros((1, total), np.int32)
+    positions = np.zeros((1, total), np.int32)
+    start = 0
+    pieces = []
+    for index, length in enumerate(lengths):
+        piece = rng.integers(2, 50, length)
+        tokens[0, start:start + length] = piece
+        segments[0, start:start + length] = index + 1
+        positions[0, start:start + length] = np.arange(length)
+        pieces.append((start, piece))
+        start += length
+    return tokens, segments, positions, pieces
+
+
+def test_packed_examples_see_the_prefix_as_unpacked_ones_do():
+    rng = np.random.default_rng(2)
+    llama = build_adapted_model(DECODER_TINY, PREFIX, nnx.Rngs(4))
+    tokens, segments, positions, pieces = _packed([5, 6], 13, rng)
+    packed = forward(llama, jnp.asarray(tokens), decoder_segment_ids=jnp.asarray(segments),
+                     decoder_positions=jnp.asarray(positions))[0]
+    for start, piece in pieces:
+        alone = forward(llama, jnp.asarray(piece[None]))[0]
+        np.testing.assert_allclose(packed[start:start + len(piece)], alone, atol=1e-5, rtol=0)
+
+    t5 = build_adapted_model(T5_TINY, PREFIX, nnx.Rngs(4))
+    enc, enc_segments, enc_positions, enc_pieces = _packed([4, 6], 11, rng)
+    dec, dec_segments, dec_positions, dec_pieces = _packed([3, 5], 9, rng)
+    for _, piece in dec_pieces:
+        piece[0] = 0
+    for start, piece in dec_pieces:
+        dec[0, start:start + len(piece)] = piece
+    packed = forward(t5, jnp.asarray(enc), jnp.asarray(dec),
+                     encoder_segment_ids=jnp.asarray(enc_segments),
+                     decoder_segment_ids=jnp.asarray(dec_segments),
+                     encoder_positions=jnp.asarray(enc_positions),
+                     decoder_positions=jnp.asarray(dec_positions))[0]
+    for (_, enc_piece), (start, dec_piece) in zip(enc_pieces, dec_pieces, strict=True):
+        alone = forward(t5, jnp.asarray(enc_piece[None]), jnp.asarray(dec_piece[None]))[0]
+        np.testing.assert_allclose(packed[start:start + len(dec_piece)], alone, atol=1e-5,
+                                   rtol=0)
+
+
+@pytest.mark.parametrize("family", parity.FAMILIES)
+def test_a_flantune_prefix_exports_folded_and_loads_into_peft(family, tmp_path):
+    import peft
+
+    base_dir = tmp_path / "base"
+    parity.ref.save(parity.hf_model(family, prefix=True), base_dir)
+    from flantune.models import load_hf_checkpoint
+
+    config, base = load_hf_checkpoint(base_dir)
+    prefix = PrefixConfig(num_virtual_tokens=3, projection=True, projection_hidden=12)
+    model = build_adapted_model(config, prefix, nnx.Rngs(5))
+    state = nnx.state(model, nnx.Param)
+    adapter, _ = split_params(model_params(model), adapter_paths(state))
+    nnx.replace_by_pure_dict(state, {**base, **adapter})
+    nnx.update(model, state)
+    batch = parity.inputs(family)
+    ours = forward(model, *batch)
+    save_peft_adapter(config, prefix, jax.tree.map(np.asarray, adapter), tmp_path / "export")
+    loaded = peft.PeftModel.from_pretrained(parity.hf_model(family, prefix=True),
+                                            str(tmp_path / "export")).eval()
+    np.testing.assert_allclose(parity.hf_logits(loaded, family, batch), ours, atol=1e-5, rtol=0)
+    folded_config, folded = load_peft_adapter(tmp_path / "export", config)
+    assert folded_config == PrefixConfig(num_virtual_tokens=3)  # the MLP is folded away
+    np.testing.assert_allclose(
+        parity.flantune_logits(base_dir, tmp_path / "export", family, batch), ours,
+        atol=1e-5, rtol=0)
+    assert set(folded) == {"prefix_tuning"}
+
+
+@pytest.mark.slow
+def test_a_prefix_run_trains_resumes_and_decodes(tmp_path):
+    from flantune.evaluation.command import EvalRun, run
+    from flantune.evaluation.evaluator import EvalConfig
+    from flantune.models import build_model, save_hf_checkpoint
+    from flantune.train.loop import train
+    from tests.peft.test_lora import DECODER, LENGTHS, _run
+
+    base = tmp_path / "base"
+    save_hf_checkpoint(DECODER, jax.tree.map(np.asarray, model_params(
+        build_model(DECODER, nnx.Rngs(2)))), base)
+    prefix = PrefixConfig(num_virtual_tokens=4, projection=True)
+    straight = train(_run(tmp_path / "straight", str(base), model=DECODER, adapter=prefix))
+    assert straight.losses[6] < straight.losses[1]
+    first = train(_run(tmp_path / "resumed", str(base), model=DECODER, adapter=prefix,
+                       train_steps=3))
+    second = train(_run(tmp_path / "resumed", str(base), model=DECODER, adapter=prefix))
+    assert {**first.losses, **second.losses} == straight.losses
+    results, _ = run(EvalRun(
+        checkpoint_path=str(base), output_dir=str(tmp_path / "out"), model=DECODER,
+        eval=EvalConfig(mixture_or_task_name="test_reverse", max_examples_per_task=4,
+                        batch_size=2), task_feature_lengths=LENGTHS,
+        adapter_path=str(tmp_path / "straight")), infer=True)
+    task = results.tasks["test_reverse"]
+    assert not task.errors and len(task.predictions) == 4
