@@ -20,7 +20,7 @@ from flantune.evaluation.command import EvalRun
 from flantune.evaluation.during_training import evaluation_factory
 from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
-from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
 from flantune.train.losses import LossConfig
@@ -28,7 +28,7 @@ from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
-             EvalConfig, DecodeConfig, LoraConfig, PrefixConfig):
+             EvalConfig, DecodeConfig, LoraConfig, PrefixConfig, PromptConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -46,8 +46,8 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  log_every_steps: int = 10, window: int = 4096, mixing: str = "exact",
                  progress: bool = True, eval: EvalConfig | None = None,
                  max_nonfinite_steps: int = 10, use_cached_tasks: bool = False,
-                 eval_period: int | None = None, adapter: AdapterConfig | None = None
-                 ) -> TrainConfig:
+                 eval_period: int | None = None, adapter: AdapterConfig | None = None,
+                 pack: bool = True) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection).
 
     t5x's macros, with t5x's meaning: RANDOM_SEED (``seed``; an integer, since flantune runs
@@ -87,7 +87,7 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
         evaluation=evaluation_factory(eval), max_nonfinite_steps=max_nonfinite_steps,
-        adapter=adapter)
+        adapter=adapter, pack=pack)
 
 
 def _as_int(macro: str, value) -> int:

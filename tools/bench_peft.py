@@ -2,9 +2,10 @@
 size and step time of LoRA vs full fine-tuning.
 
 1. Parity: a tiny random Hugging Face T5 (Flan-T5 layout) and Llama, each with a random peft
-   adapter (LoRA with B nonzero; prefix tuning), are loaded into flantune (the base through the
-   converter, the adapter through flantune.peft.hf_format) and their float32 logits compared
-   with peft's. Beside it, peft's own float32 error against the same model in float64.
+   adapter (LoRA with B nonzero; prefix tuning; prompt tuning), are loaded into flantune (the
+   base through the converter, the adapter through flantune.peft.hf_format) and their float32
+   logits compared with peft's. Beside it, peft's own float32 error against the same model in
+   float64.
 2. Optimizer state: bytes of the AdamW state per device for LoRA r=8 on q and v vs full
    fine-tuning, T5-small (v1.1) shape, one device (so per device = all of it).
 3. Step time: the LoRA train step over the full one, T5-small shape, batch 8 x 512 -> 128, both
@@ -125,7 +126,7 @@ def step_time_ratio(lora: LoraConfig, steps: int, rounds: int) -> dict[str, floa
 def parity_figures() -> dict[str, float]:
     from tests.peft import parity
 
-    return {**parity.lora_parity(), **parity.prefix_parity()}
+    return {**parity.lora_parity(), **parity.prefix_parity(), **parity.prompt_parity()}
 
 
 def main() -> None:
@@ -142,6 +143,9 @@ def main() -> None:
     print(f"prefix logits vs peft: max |diff| "
           f"{results['prefix_logits_max_abs_diff_vs_peft']:.3g} (peft float32 vs float64: "
           f"{results['peft_prefix_float32_error']:.3g})")
+    print(f"prompt logits vs peft: max |diff| "
+          f"{results['prompt_logits_max_abs_diff_vs_peft']:.3g} (peft float32 vs float64: "
+          f"{results['peft_prompt_float32_error']:.3g})")
     results.update(optimizer_state_ratio(lora))
     print(f"AdamW state, T5-small: full {results['full_optimizer_state_bytes'] / 2**20:.1f} MiB, "
           f"LoRA r=8 q,v {results['lora_optimizer_state_bytes'] / 2**20:.2f} MiB, ratio "

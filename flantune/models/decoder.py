@@ -24,6 +24,7 @@ from flantune.models.layers import (
     cached_prefix,
     constrain,
     prefix_key_values,
+    soft_prompt,
 )
 from flantune.models.positions import apply_rotary, rope_inverse_frequencies, rotary_tables
 
@@ -112,7 +113,7 @@ class DecoderOnly(nnx.Module):
                                        sliding_window=config.sliding_window)
         if decoder_positions is None:
             decoder_positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
-        prefix = prefix_key_values(self)
+        prefix = self._prefix()
         per_layer = None
         if prefix is not None:
             # As peft: every position attends to the prefix, which holds positions 0..n-1, so
@@ -147,6 +148,14 @@ class DecoderOnly(nnx.Module):
         each row's first real slot: a left-padded prompt's row starts after its padding, and its
         token at slot s has position s - first_slot. Layers are a tuple, or stacked on a leading
         axis with `scan_layers`."""
+        cache = self._empty_cache(batch_size, max_length, first_slot)
+        prefix = self._prefix()
+        if prefix is not None:
+            cache["layers"] = add_prefix_to_cache(cache["layers"], prefix, batch_size)
+        return cache
+
+    def _empty_cache(self, batch_size: int, max_length: int,
+                     first_slot: jax.Array | None = None) -> dict:
         config = self.config
         shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
 
@@ -156,11 +165,23 @@ class DecoderOnly(nnx.Module):
 
         if first_slot is None:
             first_slot = jnp.zeros((batch_size,), jnp.int32)
-        layers = self.layers.map_layers(layer_cache)
-        prefix = prefix_key_values(self)
-        if prefix is not None:
-            layers = add_prefix_to_cache(layers, prefix, batch_size)
-        return {"layers": layers, "first_slot": jnp.asarray(first_slot, jnp.int32)}
+        return {"layers": self.layers.map_layers(layer_cache),
+                "first_slot": jnp.asarray(first_slot, jnp.int32)}
+
+    def _prefix(self) -> KeyValue | None:
+        """Keys and values [layers, kv_heads, n, head_dim] every position attends to first:
+        prefix tuning's, or a soft prompt's (prompt tuning), which attends only to itself and
+        so has the same keys and values at every layer for every example."""
+        prompt = soft_prompt(self)
+        if prompt is None:
+            return prefix_key_values(self)
+        cache = self._empty_cache(1, prompt.shape[0])
+        _, cache = self._decode_embedded(constrain(prompt[None], EMBED_AXES), cache, 0)
+        layers = cache["layers"]
+        if isinstance(layers, tuple):
+            return (jnp.stack([layer["key"][0] for layer in layers]),
+                    jnp.stack([layer["value"][0] for layer in layers]))
+        return layers["key"][:, 0], layers["value"][:, 0]
 
     def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
                     index: jax.Array, prefix_length: int | None = None
@@ -170,11 +191,17 @@ class DecoderOnly(nnx.Module):
         earlier real slot within the sliding window; returns them and the updated cache.
         With `prefix_length`, slots before it also attend to each other bidirectionally (the
         PrefixLM mask `decoder_causal_attention` gives the prompt in training)."""
+        x = constrain(self.token_embedder(decoder_input_tokens), EMBED_AXES)
+        x, cache = self._decode_embedded(x, cache, index, prefix_length)
+        return self._logits(self.final_norm(x)), cache
+
+    def _decode_embedded(self, x: jax.Array, cache: dict, index: jax.Array,
+                         prefix_length: int | None = None) -> tuple[jax.Array, dict]:
+        """`decode_step` from embeddings [b, q, embed] to the last layer's states."""
         config = self.config
         num_slots = cache_slots(cache)
         first_slot = cache["first_slot"]
-        query_slots = jnp.asarray(index, jnp.int32) + jnp.arange(
-            decoder_input_tokens.shape[1], dtype=jnp.int32)
+        query_slots = jnp.asarray(index, jnp.int32) + jnp.arange(x.shape[1], dtype=jnp.int32)
         key_slots = jnp.arange(num_slots, dtype=jnp.int32)
         allowed = key_slots[None, :] <= query_slots[:, None]
         if prefix_length is not None:
@@ -195,7 +222,5 @@ class DecoderOnly(nnx.Module):
         inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta,
                                             config.rope_scaling)
         cos, sin = rotary_tables(positions, inv_freq)
-        x = constrain(self.token_embedder(decoder_input_tokens), EMBED_AXES)
         x, layers = self.layers.apply_cached(x, cache["layers"], bias, cos, sin, index)
-        logits = self._logits(self.final_norm(x))
-        return logits, {**cache, "layers": layers}
+        return x, {**cache, "layers": layers}

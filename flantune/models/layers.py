@@ -71,6 +71,23 @@ ADAPTER_SUFFIX = "_lora"
 PREFIX_ATTRIBUTE = "prefix_tuning"
 
 
+# Prompt tuning (flantune.peft) attaches a module under this name; called with no arguments
+# it returns the soft prompt [n, embed] placed before the inputs.
+PROMPT_ATTRIBUTE = "prompt_tuning"
+
+
+def soft_prompt(model: nnx.Module) -> jax.Array | None:
+    """The soft prompt [n, embed] an attached prompt-tuning module gives, or None."""
+    module = getattr(model, PROMPT_ATTRIBUTE, None)
+    return None if module is None else module()
+
+
+def soft_prompt_length(model: nnx.Module) -> int:
+    """How many soft-prompt slots an attached prompt-tuning module adds (0 without one)."""
+    module = getattr(model, PROMPT_ATTRIBUTE, None)
+    return 0 if module is None else int(module.embedding.get_value().shape[0])
+
+
 def prefix_key_values(model: nnx.Module) -> KeyValue | None:
     """The prefix keys and values an attached prefix-tuning module gives, or None."""
     module = getattr(model, PREFIX_ATTRIBUTE, None)

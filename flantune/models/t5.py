@@ -25,6 +25,8 @@ from flantune.models.layers import (
     cached_prefix,
     constrain,
     prefix_key_values,
+    soft_prompt,
+    soft_prompt_length,
 )
 from flantune.models.positions import RelativePositionBias
 
@@ -148,19 +150,28 @@ class EncoderDecoder(nnx.Module):
                encoder_segment_ids: jax.Array | None = None,
                encoder_positions: jax.Array | None = None,
                dropout_key: jax.Array | None = None) -> jax.Array:
-        """Encoder outputs [b, length, embed]."""
-        length = encoder_input_tokens.shape[1]
+        """Encoder outputs [b, length, embed] ([b, n + length, embed] with a soft prompt of n
+        slots in front: prompt tuning, unpacked rows only)."""
+        prompt = soft_prompt(self)
+        if prompt is not None and encoder_segment_ids is not None:
+            raise ValueError(
+                "prompt tuning of T5 needs unpacked batches (each example of a packed row would "
+                "need a soft prompt of its own in front); set flantune.train_config.pack = False.")
+        x = self.token_embedder(encoder_input_tokens)
+        if prompt is not None:
+            x = jnp.concatenate([jnp.broadcast_to(prompt[None].astype(x.dtype),
+                                                  (x.shape[0], *prompt.shape)), x], axis=1)
+        length = x.shape[1]
         if encoder_segment_ids is not None:
             mask = masks.segment_mask(encoder_segment_ids, encoder_segment_ids)
         else:
-            valid = encoder_input_tokens > 0
+            valid = self.encoder_valid(encoder_input_tokens)
             mask = masks.padding_mask(valid, valid)
         relpos = self.encoder.relpos_bias(encoder_positions, encoder_positions, length, length)
         # Two bias terms, summed inside attention: the position bias is shared by the batch
         # when positions are implicit, the mask by the heads.
         bias = (relpos, masks.mask_to_bias(mask))
         keys = split_key(dropout_key, 3)
-        x = self.token_embedder(encoder_input_tokens)
         x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
         x = self.encoder.layers(x, bias, dropout_key=keys[1])
         x = self.encoder.final_norm(x)
@@ -180,7 +191,7 @@ class EncoderDecoder(nnx.Module):
         if encoder_segment_ids is not None and decoder_segment_ids is not None:
             cross_mask = masks.segment_mask(decoder_segment_ids, encoder_segment_ids)
         else:
-            cross_mask = (encoder_input_tokens > 0)[:, None, None, :]
+            cross_mask = self.encoder_valid(encoder_input_tokens)[:, None, None, :]
         relpos = self.decoder.relpos_bias(decoder_positions, decoder_positions, length, length)
         prefix = prefix_key_values(self)
         per_layer = None
@@ -236,7 +247,16 @@ class EncoderDecoder(nnx.Module):
         prefix = prefix_key_values(self)
         if prefix is not None:
             layers = add_prefix_to_cache(layers, prefix, encoded.shape[0])
-        return {"layers": layers, "encoder_valid": encoder_input_tokens > 0}
+        return {"layers": layers, "encoder_valid": self.encoder_valid(encoder_input_tokens)}
+
+    def encoder_valid(self, encoder_input_tokens: jax.Array) -> jax.Array:
+        """Which encoder outputs are real [b, n + length]: a soft prompt's n slots (if any) and
+        the non-padding tokens."""
+        valid = encoder_input_tokens > 0
+        slots = soft_prompt_length(self)
+        if not slots:
+            return valid
+        return jnp.concatenate([jnp.ones((valid.shape[0], slots), bool), valid], axis=1)
 
     def decode_step(self, decoder_input_tokens: jax.Array, cache: dict,
                     index: jax.Array) -> tuple[jax.Array, dict]:

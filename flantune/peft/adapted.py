@@ -12,9 +12,10 @@ from flax.nnx import traversals
 
 from flantune.models.build import build_model
 from flantune.models.config import ModelConfig
-from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
 from flantune.peft.lora import AdapterParam, attach_lora
 from flantune.peft.prefix import attach_prefix
+from flantune.peft.prompt import attach_prompt
 from flantune.peft.targets import Projection
 
 Params = dict[str, Any]
@@ -32,6 +33,9 @@ def attach(model: nnx.Module, model_config: ModelConfig, adapter: AdapterConfig,
         return attach_lora(model, model_config, adapter, key)
     if isinstance(adapter, PrefixConfig):
         attach_prefix(model, model_config, adapter, key)
+        return []
+    if isinstance(adapter, PromptConfig):
+        attach_prompt(model, model_config, adapter, key)
         return []
     raise TypeError(f"unknown adapter configuration {type(adapter).__name__}")
 

@@ -81,9 +81,27 @@ class PrefixConfig:
         return "prefix"
 
 
-AdapterConfig = LoraConfig | PrefixConfig
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """Prompt tuning (Lester et al. 2021) as peft's PromptTuningConfig: `num_virtual_tokens`
+    trainable embeddings before the inputs (T5: the encoder's; Llama / Mistral: the sequence's),
+    initialised N(0, 1) as peft's default (RANDOM)."""
 
-_CLASSES = {cls.__name__: cls for cls in (LoraConfig, PrefixConfig)}
+    num_virtual_tokens: int = 20
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
+            raise ValueError(f"PromptConfig.num_virtual_tokens={self.num_virtual_tokens!r} must "
+                             "be a positive integer.")
+
+    @property
+    def kind(self) -> str:
+        return "prompt"
+
+
+AdapterConfig = LoraConfig | PrefixConfig | PromptConfig
+
+_CLASSES = {cls.__name__: cls for cls in (LoraConfig, PrefixConfig, PromptConfig)}
 
 
 def adapter_to_dict(config: AdapterConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Hugging Face peft's adapter files: `adapter_config.json` + `adapter_model.safetensors`, as
 `peft.PeftModel.from_pretrained(base_model, directory)` reads them and `save_pretrained`
-writes them, for LoRA and prefix tuning (whose table is `prompt_embeddings`).
+writes them, for LoRA, prefix tuning and prompt tuning (whose table is `prompt_embeddings`).
 
 Keys are `base_model.model.<module>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r] in
 torch's [out, in] layout, with the module names of flantune's Hugging Face converter (Llama's
@@ -22,8 +22,8 @@ from safetensors import safe_open
 
 from flantune.models.config import ModelConfig, T5Config
 from flantune.models.convert.errors import CheckpointError
-from flantune.models.layers import PREFIX_ATTRIBUTE
-from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
+from flantune.models.layers import PREFIX_ATTRIBUTE, PROMPT_ATTRIBUTE
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
 from flantune.peft.lora import lora_matrices, lora_path
 from flantune.peft.prefix import folded_table, prefix_layout
 from flantune.peft.targets import TargetError, hf_target_modules, select
@@ -80,6 +80,18 @@ def prefix_config_dict(model_config: ModelConfig, prefix: PrefixConfig,
     }
 
 
+def prompt_config_dict(model_config: ModelConfig, prompt: PromptConfig,
+                       base_model_name_or_path: str | None = None) -> dict[str, Any]:
+    """adapter_config.json for prompt tuning. One transformer submodule for T5 too: peft's
+    seq2seq default (2) stores a second, never-read copy of the prompt."""
+    return {
+        "peft_type": "PROMPT_TUNING", "task_type": task_type(model_config),
+        "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
+        "num_virtual_tokens": prompt.num_virtual_tokens, "token_dim": model_config.emb_dim,
+        "num_transformer_submodules": 1, "prompt_tuning_init": "RANDOM",
+    }
+
+
 def save_peft_adapter(model_config: ModelConfig, adapter_config: AdapterConfig, adapter: dict,
                       directory: str | Path, *, base_model_name_or_path: str | None = None,
                       dtype: str | None = None) -> list[Path]:
@@ -90,6 +102,9 @@ def save_peft_adapter(model_config: ModelConfig, adapter_config: AdapterConfig, 
     if isinstance(adapter_config, PrefixConfig):
         tensors[PREFIX_KEY] = folded_table(adapter, adapter_config)
         config = prefix_config_dict(model_config, adapter_config, base_model_name_or_path)
+    elif isinstance(adapter_config, PromptConfig):
+        tensors[PREFIX_KEY] = np.asarray(adapter[PROMPT_ATTRIBUTE]["embedding"], np.float32)
+        config = prompt_config_dict(model_config, adapter_config, base_model_name_or_path)
     else:
         for projection in select(model_config, adapter_config.target_modules):
             a, b = lora_matrices(adapter, projection)
@@ -126,7 +141,7 @@ def lora_config_from_peft(data: dict[str, Any], source: str) -> LoraConfig:
     kind = data.get("peft_type")
     if kind != "LORA":
         raise CheckpointError(f"{source}: peft_type {kind!r} is not supported for import "
-                              "(flantune reads LORA and PREFIX_TUNING adapters)")
+                              "(flantune reads LORA, PREFIX_TUNING and PROMPT_TUNING adapters)")
     for option, default in _DEFAULTS.items():
         value = data.get(option, default)
         if value != default and value not in (None, {}, [], False, "none"):
@@ -187,6 +202,33 @@ def _load_prefix(directory: Path, data: dict[str, Any], model_config: ModelConfi
     return prefix, {PREFIX_ATTRIBUTE: {"embedding": stored[PREFIX_KEY]}}
 
 
+def _load_prompt(directory: Path, data: dict[str, Any], model_config: ModelConfig
+                 ) -> tuple[PromptConfig, dict]:
+    source = str(directory / ADAPTER_CONFIG_FILE)
+    if data.get("token_dim") not in (None, model_config.emb_dim):
+        raise CheckpointError(f"{source}: token_dim={data['token_dim']!r}, but this model's "
+                              f"embeddings are {model_config.emb_dim} wide (another base model?)")
+    try:
+        prompt = PromptConfig(num_virtual_tokens=int(data["num_virtual_tokens"]))
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{source}: not a prompt-tuning configuration flantune reads "
+                              f"({type(err).__name__}: {err})") from None
+    weights, stored = _read_weights(directory)
+    n = prompt.num_virtual_tokens
+    # peft's seq2seq default keeps 2 submodules' rows and reads only the first n.
+    copies = int(data.get("num_transformer_submodules") or 1)
+    shape = (n * copies, model_config.emb_dim)
+    problems = [] if PREFIX_KEY in stored else [f"missing tensor {PREFIX_KEY!r} (shape {shape})"]
+    if PREFIX_KEY in stored and stored[PREFIX_KEY].shape != shape:
+        problems.append(f"tensor {PREFIX_KEY!r}: expected shape {shape}, found "
+                        f"{stored[PREFIX_KEY].shape}")
+    problems += [f"unexpected tensor {name!r}" for name in sorted(set(stored) - {PREFIX_KEY})]
+    if problems:
+        raise CheckpointError(f"{weights}: the adapter does not fit this model: "
+                              + "; ".join(problems))
+    return prompt, {PROMPT_ATTRIBUTE: {"embedding": stored[PREFIX_KEY][:n]}}
+
+
 def load_peft_adapter(directory: str | Path, model_config: ModelConfig
                       ) -> tuple[AdapterConfig, dict]:
     """(adapter configuration, adapter parameters as numpy arrays in flantune's layout) of a
@@ -197,6 +239,8 @@ def load_peft_adapter(directory: str | Path, model_config: ModelConfig
     data = _read_config(directory)
     if data.get("peft_type") == "PREFIX_TUNING":
         return _load_prefix(directory, data, model_config)
+    if data.get("peft_type") == "PROMPT_TUNING":
+        return _load_prompt(directory, data, model_config)
     lora = lora_config_from_peft(data, source)
     try:
         chosen = select(model_config, lora.target_modules)

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 
 from flantune.models.config import ModelConfig
-from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig
+from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
 from flantune.peft.targets import select
 
 
@@ -30,6 +30,8 @@ def adapter_summary(model_config: ModelConfig, adapter: AdapterConfig, trainable
     elif isinstance(adapter, PrefixConfig):
         what = (f"prefix tuning, {adapter.num_virtual_tokens} virtual tokens"
                 f"{' (MLP reparameterisation)' if adapter.projection else ''}")
+    elif isinstance(adapter, PromptConfig):
+        what = f"prompt tuning, {adapter.num_virtual_tokens} virtual tokens"
     else:
         what = type(adapter).__name__
     return (f"{what}: {n_train:,} trainable parameters, {n_frozen:,} frozen "

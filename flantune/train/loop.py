@@ -20,7 +20,8 @@ import flantune.partitioning as partitioning
 from flantune.data import BatchIterator, DataError
 from flantune.data.prefetch import Prefetcher
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
-from flantune.peft.config import AdapterConfig
+from flantune.models.config import T5Config
+from flantune.peft.config import AdapterConfig, PromptConfig
 from flantune.peft.report import adapter_summary
 from flantune.train.adapter_checkpoints import load_base
 from flantune.train.adapter_reference import (
@@ -143,6 +144,11 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
     written then."""
     if config.train_steps <= 0:
         raise TrainError(f"TRAIN_STEPS must be positive, got {config.train_steps}.")
+    if (config.pack and isinstance(config.adapter, PromptConfig)
+            and isinstance(config.model, T5Config)):
+        raise TrainError("Prompt tuning of T5 puts a soft prompt before each example's encoder "
+                         "inputs, which packed rows (several examples each) cannot hold; set "
+                         "flantune.train_config.pack = False.")
     mesh = partitioning.make_mesh(config.mesh)
     partitioning.check_batch_size(config.batch_size, mesh)
     rules = _rules(config)

@@ -81,13 +81,25 @@ def random_prefix(family: str, **options):
     return peft.get_peft_model(hf_model(family, prefix=True), config).eval()
 
 
-def compare(family: str, model, scan_layers: bool = False,
-            prefix: bool = False) -> tuple[float, float]:
-    """(max |flantune - peft| float32, max |peft float32 - peft float64|) of the logits."""
+def random_prompt(family: str):
+    """A peft prompt-tuning model (random prompt, N(0, 1) as peft draws it)."""
+    import peft
+    import torch
+
+    task = "SEQ_2_SEQ_LM" if family == "t5" else "CAUSAL_LM"
+    config = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=3)
+    torch.manual_seed(3)
+    return peft.get_peft_model(hf_model(family), config).eval()
+
+
+def compare(family: str, model, scan_layers: bool = False, prefix: bool = False,
+            skip: int = 0) -> tuple[float, float]:
+    """(max |flantune - peft| float32, max |peft float32 - peft float64|) of the logits; `skip`
+    leading positions of peft's logits are dropped (a decoder's soft prompt)."""
     import torch
 
     batch = inputs(family)
-    expected = hf_logits(model, family, batch)
+    expected = hf_logits(model, family, batch)[:, skip:]
     with tempfile.TemporaryDirectory() as tmp:
         base_dir, adapter_dir = Path(tmp) / "base", Path(tmp) / "adapter"
         model.save_pretrained(str(adapter_dir))
@@ -102,6 +114,7 @@ def compare(family: str, model, scan_layers: bool = False,
         else:
             out = double(input_ids=torch.tensor(batch[0]),
                          attention_mask=torch.ones_like(torch.tensor(batch[0]))).logits.numpy()
+    out = out[:, skip:]
     return float(np.abs(ours - expected).max()), float(np.abs(expected - out).max())
 
 
@@ -124,3 +137,13 @@ def prefix_parity() -> dict[str, float]:
             own.append(error)
     return {"prefix_logits_max_abs_diff_vs_peft": max(diffs),
             "peft_prefix_float32_error": max(own)}
+
+
+def prompt_parity() -> dict[str, float]:
+    diffs, own = [], []
+    for family in FAMILIES:
+        diff, error = compare(family, random_prompt(family), skip=0 if family == "t5" else 3)
+        diffs.append(diff)
+        own.append(error)
+    return {"prompt_logits_max_abs_diff_vs_peft": max(diffs),
+            "peft_prompt_float32_error": max(own)}

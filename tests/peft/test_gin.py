@@ -9,7 +9,7 @@ import gin
 import pytest
 
 from flantune import cli
-from flantune.peft import LoraConfig, PrefixConfig
+from flantune.peft import LoraConfig, PrefixConfig, PromptConfig
 
 RUN = ["gin_configs/models/t5_1_1_tiny.gin", "gin_configs/runs/finetune.gin"]
 
@@ -30,7 +30,7 @@ def _train_config(files, bindings):
     return config, unused
 
 
-def test_lora_and_prefix_gins_compose_with_a_model_and_a_run_gin():
+def test_lora_prefix_and_prompt_gins_compose_with_a_model_and_a_run_gin():
     config, unused = _train_config([*RUN, "gin_configs/peft/lora.gin"],
                                    ["LORA_RANK = 4", "LORA_TARGET_MODULES = ['q', 'o']"])
     assert config.adapter == LoraConfig(r=4, alpha=16.0, dropout=0.05, target_modules=("q", "o"))
@@ -38,6 +38,9 @@ def test_lora_and_prefix_gins_compose_with_a_model_and_a_run_gin():
     config, unused = _train_config([*RUN, "gin_configs/peft/prefix.gin"],
                                    ["PREFIX_TOKENS = 5", "PREFIX_PROJECTION = True"])
     assert config.adapter == PrefixConfig(num_virtual_tokens=5, projection=True)
+    assert unused == []
+    config, unused = _train_config([*RUN, "gin_configs/peft/prompt.gin"], ["PROMPT_TOKENS = 7"])
+    assert config.adapter == PromptConfig(num_virtual_tokens=7) and not config.pack
     assert unused == []
     config, _ = _train_config(["gin_configs/runs/demo_lora.gin"], [])
     assert config.adapter.target_modules == "all-linear"
