@@ -439,9 +439,106 @@ def checkpoint_cases() -> list[Case]:
     ]
 
 
+# ---------------------------------------------------------------------------------- adapters
+
+_ADAPTER_MODEL_FIELDS = dict(vocab_size=8000, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                             num_encoder_layers=1, num_decoder_layers=1)
+
+
+def _adapter_run(model_dir: Path, base: Path | None, adapter=None):
+    from flantune.models import T5Config
+    from flantune.peft import LoraConfig
+    from flantune.train.checkpoints import CheckpointConfig
+    from flantune.train.loop import TrainConfig, train
+
+    return train(TrainConfig(
+        model_dir=str(model_dir), mixture_or_task_name="rg_gcd",
+        task_feature_lengths={"inputs": 32, "targets": 8}, train_steps=2, batch_size=2,
+        model=T5Config(**_ADAPTER_MODEL_FIELDS), window=16, progress=False,
+        initial_checkpoint_path=None if base is None else str(base),
+        adapter=adapter or LoraConfig(r=2),
+        checkpoint=CheckpointConfig(save_interval_steps=1, async_save=False)))
+
+
+def _adapter_on_another_base(directory: Path):
+    base = _saved_run(directory)
+    _adapter_run(directory / "lora", base)
+    return _adapter_run(directory / "lora", None)  # now the random initialisation
+
+
+def _damaged_adapter_reference(directory: Path):
+    _adapter_run(directory / "lora", None)
+    _write(directory / "lora", "adapter.json", "{not json")
+    return _adapter_run(directory / "lora", None)
+
+
+def _peft_adapter(directory: Path, **changes) -> Path:
+    """A peft LoRA directory for the tiny T5, its adapter_config.json edited by `changes`."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from flantune.models import T5Config
+    from flantune.models.build import model_params
+    from flantune.peft import LoraConfig, build_adapted_model
+    from flantune.peft.adapted import adapter_paths, split_params
+    from flantune.peft.hf_format import save_peft_adapter
+
+    config, lora = T5Config(**_ADAPTER_MODEL_FIELDS), LoraConfig(r=4)
+    model = build_adapted_model(config, lora, nnx.Rngs(0))
+    adapter, _ = split_params(model_params(model), adapter_paths(nnx.state(model, nnx.Param)))
+    target = directory / "peft_adapter"
+    save_peft_adapter(config, lora, jax.tree.map(np.asarray, adapter), target)
+    settings = json.loads((target / "adapter_config.json").read_text())
+    (target / "adapter_config.json").write_text(json.dumps({**settings, **changes}))
+    return target
+
+
+def _load_peft(directory: Path, **changes):
+    from flantune.models import T5Config
+    from flantune.peft.hf_format import load_peft_adapter
+
+    return load_peft_adapter(_peft_adapter(directory, **changes),
+                             T5Config(**_ADAPTER_MODEL_FIELDS))
+
+
+def _full_run_as_adapter(directory: Path):
+    from flantune.models import T5Config
+    from flantune.train.adapter_checkpoints import locate_adapter
+
+    return locate_adapter(_saved_run(directory), T5Config(**_ADAPTER_MODEL_FIELDS))
+
+
+def _target_matching_nothing(directory: Path):
+    from flantune.models import T5Config
+    from flantune.peft import LoraConfig
+    from flantune.train.state import ModelSpec
+
+    return ModelSpec.from_config(T5Config(**_ADAPTER_MODEL_FIELDS),
+                                 LoraConfig(target_modules=("q", "qv_proj")))
+
+
+def adapter_cases() -> list[Case]:
+    cat = "adapters"
+    return [
+        Case("adapter run resumed on another base", cat, _adapter_on_another_base,
+             ("lora", "the base parameters differ", "run")),
+        Case("adapter.json damaged", cat, _damaged_adapter_reference,
+             ("adapter.json", "damaged")),
+        Case("peft adapter of another rank", cat, lambda d: _load_peft(d, r=2),
+             ("adapter_model.safetensors", "expected shape (2, 16)")),
+        Case("peft adapter with an option flantune does not compute", cat,
+             lambda d: _load_peft(d, use_dora=True), ("adapter_config.json", "use_dora")),
+        Case("full checkpoint given as ADAPTER_PATH", cat, _full_run_as_adapter,
+             ("ADAPTER_PATH", "run", "full model checkpoint")),
+        Case("LoRA target that matches no projection", cat, _target_matching_nothing,
+             ("qv_proj", "'query'")),
+    ]
+
+
 def all_cases() -> list[Case]:
     return [*source_cases(), *file_cases(), *template_cases(), *gin_cases(),
-            *vocabulary_cases(), *checkpoint_cases()]
+            *vocabulary_cases(), *checkpoint_cases(), *adapter_cases()]
 
 
 def run_case(case: Case, directory: Path) -> Outcome:

@@ -14,12 +14,13 @@ CASES = all_cases()
 def test_the_suite_covers_every_kind_of_input():
     categories = {c.category for c in CASES}
     assert categories == {"file sources", "conversation records", "templates", "gin bindings",
-                          "vocabulary files", "checkpoints"}
+                          "vocabulary files", "checkpoints", "adapters"}
     assert len(CASES) >= 30
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow]
-                                               if c.category == "checkpoints" else [])
+                                               if c.category in ("checkpoints", "adapters")
+                                               else [])
                                   for c in CASES])
 def test_bad_input_gets_a_clear_error(case, tmp_path):
     outcome = run_case(case, tmp_path)
