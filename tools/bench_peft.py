@@ -37,6 +37,8 @@ import optax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_train import synthetic_batch  # noqa: E402  (tools/ is this script's directory)
+
 import flantune.partitioning as partitioning  # noqa: E402
 from flantune.models import T5Config  # noqa: E402
 from flantune.peft import LoraConfig  # noqa: E402
@@ -66,15 +68,6 @@ def optimizer_state_ratio(lora: LoraConfig) -> dict[str, float]:
     lora_bytes = _tree_bytes(jax.eval_shape(optimizer.init, adapted.abstract_trainable()))
     return {"full_optimizer_state_bytes": full_bytes, "lora_optimizer_state_bytes": lora_bytes,
             "lora_optimizer_state_bytes_ratio": lora_bytes / full_bytes}
-
-
-def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    target_tokens = rng.integers(3, vocab, size=(batch, targets)).astype(np.int32)
-    decoder_inputs = np.concatenate([np.zeros((batch, 1), np.int32), target_tokens[:, :-1]], 1)
-    return {"encoder_input_tokens": rng.integers(3, vocab, size=(batch, inputs)).astype(np.int32),
-            "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": target_tokens,
-            "decoder_loss_weights": np.ones((batch, targets), np.int32)}
 
 
 class Step:

@@ -34,10 +34,13 @@ KEY_PREFIX = "base_model.model."
 PREFIX_KEY = "prompt_embeddings"  # prefix tuning's table (peft's name)
 
 # peft options whose default flantune's LoRA computes; any other value is refused on import.
+# Exports leave them out (peft fills in its defaults; older peft versions know fewer names).
 _DEFAULTS = {"bias": "none", "use_dora": False, "fan_in_fan_out": False, "rank_pattern": {},
              "alpha_pattern": {}, "layers_to_transform": None, "layers_pattern": None,
              "modules_to_save": None, "exclude_modules": None, "trainable_token_indices": None,
-             "lora_bias": False, "target_parameters": None}
+             "lora_bias": False, "target_parameters": None, "layer_replication": None,
+             "use_qalora": False, "use_bdlora": None, "alora_invocation_tokens": None,
+             "arrow_config": None, "megatron_config": None}
 
 
 def is_peft_adapter(directory: str | Path) -> bool:
@@ -60,8 +63,8 @@ def adapter_config_dict(model_config: ModelConfig, lora: LoraConfig,
         "peft_type": "LORA", "task_type": task_type(model_config),
         "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
         "r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
-        "use_rslora": lora.use_rslora, "init_lora_weights": True,
-        "target_modules": hf_target_modules(model_config, chosen), **_DEFAULTS,
+        "use_rslora": lora.use_rslora,
+        "target_modules": hf_target_modules(model_config, chosen),
     }
 
 
@@ -184,13 +187,23 @@ def _load_prefix(directory: Path, data: dict[str, Any], model_config: ModelConfi
         if data.get(option) not in (None, value):
             raise CheckpointError(f"{source}: {option}={data[option]!r}, but this model's "
                                   f"prefix layout has {option}={value} (another base model?)")
+    prefix = _virtual_tokens_config(PrefixConfig, data, source)
+    table = _read_table(directory, (prefix.num_virtual_tokens, layout.width))
+    return prefix, {PREFIX_ATTRIBUTE: {"embedding": table}}
+
+
+def _virtual_tokens_config(cls: type, data: dict[str, Any], source: str):
+    """PrefixConfig / PromptConfig of the adapter's num_virtual_tokens."""
     try:
-        prefix = PrefixConfig(num_virtual_tokens=int(data["num_virtual_tokens"]))
+        return cls(num_virtual_tokens=int(data["num_virtual_tokens"]))
     except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{source}: not a prefix-tuning configuration flantune reads "
-                              f"({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{source}: not a {data.get('peft_type')} configuration flantune "
+                              f"reads ({type(err).__name__}: {err})") from None
+
+
+def _read_table(directory: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The adapter's one tensor, `prompt_embeddings` of `shape` (and no other tensor)."""
     weights, stored = _read_weights(directory)
-    shape = (prefix.num_virtual_tokens, layout.width)
     problems = [] if PREFIX_KEY in stored else [f"missing tensor {PREFIX_KEY!r} (shape {shape})"]
     if PREFIX_KEY in stored and stored[PREFIX_KEY].shape != shape:
         problems.append(f"tensor {PREFIX_KEY!r}: expected shape {shape}, found "
@@ -199,7 +212,7 @@ def _load_prefix(directory: Path, data: dict[str, Any], model_config: ModelConfi
     if problems:
         raise CheckpointError(f"{weights}: the adapter does not fit this model: "
                               + "; ".join(problems))
-    return prefix, {PREFIX_ATTRIBUTE: {"embedding": stored[PREFIX_KEY]}}
+    return stored[PREFIX_KEY]
 
 
 def _load_prompt(directory: Path, data: dict[str, Any], model_config: ModelConfig
@@ -208,25 +221,12 @@ def _load_prompt(directory: Path, data: dict[str, Any], model_config: ModelConfi
     if data.get("token_dim") not in (None, model_config.emb_dim):
         raise CheckpointError(f"{source}: token_dim={data['token_dim']!r}, but this model's "
                               f"embeddings are {model_config.emb_dim} wide (another base model?)")
-    try:
-        prompt = PromptConfig(num_virtual_tokens=int(data["num_virtual_tokens"]))
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{source}: not a prompt-tuning configuration flantune reads "
-                              f"({type(err).__name__}: {err})") from None
-    weights, stored = _read_weights(directory)
+    prompt = _virtual_tokens_config(PromptConfig, data, source)
     n = prompt.num_virtual_tokens
     # peft's seq2seq default keeps 2 submodules' rows and reads only the first n.
     copies = int(data.get("num_transformer_submodules") or 1)
-    shape = (n * copies, model_config.emb_dim)
-    problems = [] if PREFIX_KEY in stored else [f"missing tensor {PREFIX_KEY!r} (shape {shape})"]
-    if PREFIX_KEY in stored and stored[PREFIX_KEY].shape != shape:
-        problems.append(f"tensor {PREFIX_KEY!r}: expected shape {shape}, found "
-                        f"{stored[PREFIX_KEY].shape}")
-    problems += [f"unexpected tensor {name!r}" for name in sorted(set(stored) - {PREFIX_KEY})]
-    if problems:
-        raise CheckpointError(f"{weights}: the adapter does not fit this model: "
-                              + "; ".join(problems))
-    return prompt, {PROMPT_ATTRIBUTE: {"embedding": stored[PREFIX_KEY][:n]}}
+    table = _read_table(directory, (n * copies, model_config.emb_dim))
+    return prompt, {PROMPT_ATTRIBUTE: {"embedding": table[:n]}}
 
 
 def load_peft_adapter(directory: str | Path, model_config: ModelConfig

@@ -59,6 +59,23 @@ def flantune_logits(directory: Path, adapter_dir: Path, family: str, batch,
     return forward(model, *batch)
 
 
+def flantune_adapter(base_dir: Path, adapter_config, family: str, seed: int = 5):
+    """A flantune adapter, initialised as flantune does, on the Hugging Face base in `base_dir`:
+    (model config, adapter parameters as numpy arrays, the adapted model's logits)."""
+    import jax
+
+    from flantune.models.build import model_params
+    from flantune.peft.adapted import adapter_paths, split_params
+
+    config, base = load_hf_checkpoint(base_dir)
+    model = build_adapted_model(config, adapter_config, nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    adapter, _ = split_params(model_params(model), adapter_paths(state))
+    nnx.replace_by_pure_dict(state, {**base, **adapter})
+    nnx.update(model, state)
+    return config, jax.tree.map(np.asarray, adapter), forward(model, *inputs(family))
+
+
 def random_lora(family: str, **options):
     """A peft LoRA model (every linear layer, B random) on the family's tiny random model."""
     import peft

@@ -34,24 +34,7 @@ FAMILIES = ["t5", "llama"]
 TARGETS = {"t5": ["q", "v", "o", "wi_0"], "llama": ["q_proj", "k_proj", "o_proj", "down_proj"]}
 
 
-def _hf_model(family: str):
-    return ref.t5("v1_1", seed=5) if family == "t5" else ref.decoder("llama", seed=5)
-
-
-def _inputs(family: str):
-    rng = np.random.default_rng(9)
-    tokens = rng.integers(2, ref.VOCAB, (2, 9))
-    if family == "t5":
-        decoder = rng.integers(2, ref.VOCAB, (2, 5))
-        decoder[:, 0] = 0
-        return tokens, decoder
-    return (tokens,)
-
-
-def _hf_logits(model, family: str, inputs) -> np.ndarray:
-    if family == "t5":
-        return ref.t5_logits(model, *inputs)
-    return ref.decoder_logits(model, inputs[0], np.ones_like(inputs[0]))
+_hf_model, _inputs, _hf_logits = parity.hf_model, parity.inputs, parity.hf_logits
 
 
 def _peft_model(family: str, **lora):

@@ -14,11 +14,10 @@ from flax import nnx
 from flantune.models import DecoderConfig, T5Config
 from flantune.models.build import model_params
 from flantune.peft import PrefixConfig, build_adapted_model
-from flantune.peft.adapted import adapter_paths, split_params
 from flantune.peft.hf_format import load_peft_adapter, save_peft_adapter
 from flantune.peft.prefix import prefix_layout
 from tests.models.jit_forward import forward
-from tests.peft import parity
+from tests.peft import decode_checks, parity
 
 pytest.importorskip("peft")
 
@@ -55,78 +54,27 @@ def test_peft_cannot_describe_some_t5_shapes():
         T5_TINY, num_encoder_layers=4, num_decoder_layers=4)).layer_map == (0, 2, 0, 2)
 
 
-@nnx.jit
-def _step(model, tokens, cache, index):
-    return model.decode_step(tokens, cache, index)
-
-
 @pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
 def test_cached_decoding_with_a_prefix_equals_the_forward_pass(scan):
     rng = np.random.default_rng(0)
-    t5 = build_adapted_model(dataclasses.replace(T5_TINY, scan_layers=scan), PREFIX,
-                             nnx.Rngs(1))
-    enc = jnp.asarray(rng.integers(2, 50, (2, 9)))
-    dec = rng.integers(2, 50, (2, 12))
-    dec[:, 0] = 0
-    full = forward(t5, enc, jnp.asarray(dec))
-    plain = forward(build_adapted_model(dataclasses.replace(T5_TINY, scan_layers=scan), None,
-                                        nnx.Rngs(1)), enc, jnp.asarray(dec))
-    assert np.abs(full - plain).max() > 1e-2  # the prefix matters
-    cache = nnx.jit(lambda m, e: m.init_decode_cache(m.encode(e), e, 16))(t5, enc)
-    logits, cache = _step(t5, jnp.asarray(dec[:, :2]), cache, 0)
-    steps = [logits]
-    for t in range(2, dec.shape[1]):
-        logits, cache = _step(t5, jnp.asarray(dec[:, t:t + 1]), cache, t)
-        steps.append(logits)
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
-
-    llama = build_adapted_model(dataclasses.replace(DECODER_TINY, scan_layers=scan), PREFIX,
-                                nnx.Rngs(1))
-    tokens = rng.integers(2, 50, (2, 14))
-    want_0 = forward(llama, jnp.asarray(tokens[:1]))[0]
-    want_1 = forward(llama, jnp.asarray(tokens[1:, 3:]))[0]
-    padded = tokens.copy()
-    padded[1, :3] = 0  # left padding: row 1's tokens start at slot 3, their positions at n
-    cache = llama.init_decode_cache(2, 16, jnp.array([0, 3]))
-    logits, cache = _step(llama, jnp.asarray(padded[:, :6]), cache, 0)
-    steps = [logits]
-    for t in range(6, 14):
-        logits, cache = _step(llama, jnp.asarray(padded[:, t:t + 1]), cache, t)
-        steps.append(logits)
-    got = np.concatenate(steps, axis=1)
-    np.testing.assert_allclose(got[0], want_0, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(got[1, 3:], want_1, atol=1e-5, rtol=0)
-
-
-def _packed(lengths: list[int], total: int, rng) -> tuple[np.ndarray, ...]:
-    tokens = np.zeros((1, total), np.int32)
-    segments = np.zeros((1, total), np.int32)
-    positions = np.zeros((1, total), np.int32)
-    start = 0
-    pieces = []
-    for index, length in enumerate(lengths):
-        piece = rng.integers(2, 50, length)
-        tokens[0, start:start + length] = piece
-        segments[0, start:start + length] = index + 1
-        positions[0, start:start + length] = np.arange(length)
-        pieces.append((start, piece))
-        start += length
-    return tokens, segments, positions, pieces
+    t5_config = dataclasses.replace(T5_TINY, scan_layers=scan)
+    t5 = build_adapted_model(t5_config, PREFIX, nnx.Rngs(1))
+    enc, dec = jnp.asarray(rng.integers(2, 50, (2, 9))), jnp.asarray(rng.integers(2, 50, (2, 6)))
+    plain = build_adapted_model(t5_config, None, nnx.Rngs(1))
+    assert np.abs(forward(t5, enc, dec) - forward(plain, enc, dec)).max() > 1e-2  # it matters
+    decode_checks.check_t5(t5, rng)
+    decode_checks.check_decoder(build_adapted_model(
+        dataclasses.replace(DECODER_TINY, scan_layers=scan), PREFIX, nnx.Rngs(1)), rng)
 
 
 def test_packed_examples_see_the_prefix_as_unpacked_ones_do():
     rng = np.random.default_rng(2)
-    llama = build_adapted_model(DECODER_TINY, PREFIX, nnx.Rngs(4))
-    tokens, segments, positions, pieces = _packed([5, 6], 13, rng)
-    packed = forward(llama, jnp.asarray(tokens), decoder_segment_ids=jnp.asarray(segments),
-                     decoder_positions=jnp.asarray(positions))[0]
-    for start, piece in pieces:
-        alone = forward(llama, jnp.asarray(piece[None]))[0]
-        np.testing.assert_allclose(packed[start:start + len(piece)], alone, atol=1e-5, rtol=0)
+    decode_checks.check_packed_decoder(build_adapted_model(DECODER_TINY, PREFIX, nnx.Rngs(4)),
+                                       rng, [5, 6], 13)
 
     t5 = build_adapted_model(T5_TINY, PREFIX, nnx.Rngs(4))
-    enc, enc_segments, enc_positions, enc_pieces = _packed([4, 6], 11, rng)
-    dec, dec_segments, dec_positions, dec_pieces = _packed([3, 5], 9, rng)
+    enc, enc_segments, enc_positions, enc_pieces = decode_checks.packed([4, 6], 11, rng)
+    dec, dec_segments, dec_positions, dec_pieces = decode_checks.packed([3, 5], 9, rng)
     for _, piece in dec_pieces:
         piece[0] = 0
     for start, piece in dec_pieces:
@@ -148,18 +96,10 @@ def test_a_flantune_prefix_exports_folded_and_loads_into_peft(family, tmp_path):
 
     base_dir = tmp_path / "base"
     parity.ref.save(parity.hf_model(family, prefix=True), base_dir)
-    from flantune.models import load_hf_checkpoint
-
-    config, base = load_hf_checkpoint(base_dir)
     prefix = PrefixConfig(num_virtual_tokens=3, projection=True, projection_hidden=12)
-    model = build_adapted_model(config, prefix, nnx.Rngs(5))
-    state = nnx.state(model, nnx.Param)
-    adapter, _ = split_params(model_params(model), adapter_paths(state))
-    nnx.replace_by_pure_dict(state, {**base, **adapter})
-    nnx.update(model, state)
+    config, adapter, ours = parity.flantune_adapter(base_dir, prefix, family)
     batch = parity.inputs(family)
-    ours = forward(model, *batch)
-    save_peft_adapter(config, prefix, jax.tree.map(np.asarray, adapter), tmp_path / "export")
+    save_peft_adapter(config, prefix, adapter, tmp_path / "export")
     loaded = peft.PeftModel.from_pretrained(parity.hf_model(family, prefix=True),
                                             str(tmp_path / "export")).eval()
     np.testing.assert_allclose(parity.hf_logits(loaded, family, batch), ours, atol=1e-5, rtol=0)

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from flantune.models import load_hf_checkpoint
-from flantune.models.build import model_params
 from flantune.peft import PromptConfig, build_adapted_model
-from flantune.peft.adapted import adapter_paths, split_params
 from flantune.peft.hf_format import load_peft_adapter, save_peft_adapter
 from flantune.train.loop import TrainError, train
-from tests.models.jit_forward import forward
-from tests.peft import parity
-from tests.peft.test_prefix import DECODER_TINY, T5_TINY, _packed, _step
+from tests.peft import decode_checks, parity
+from tests.peft.test_prefix import DECODER_TINY, T5_TINY
 
 pytest.importorskip("peft")
 
@@ -36,49 +31,17 @@ def test_prompt_tuning_computes_peft_logits(family):
 @pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
 def test_cached_decoding_with_a_soft_prompt_equals_the_forward_pass(scan):
     rng = np.random.default_rng(0)
-    t5 = build_adapted_model(dataclasses.replace(T5_TINY, scan_layers=scan), PROMPT,
-                             nnx.Rngs(1))
-    enc = rng.integers(2, 50, (2, 9))
-    enc[1, 6:] = 0
-    enc = jnp.asarray(enc)
-    dec = rng.integers(2, 50, (2, 10))
-    dec[:, 0] = 0
-    full = forward(t5, enc, jnp.asarray(dec))
-    cache = nnx.jit(lambda m, e: m.init_decode_cache(m.encode(e), e, 12))(t5, enc)
-    logits, cache = _step(t5, jnp.asarray(dec[:, :2]), cache, 0)
-    steps = [logits]
-    for t in range(2, dec.shape[1]):
-        logits, cache = _step(t5, jnp.asarray(dec[:, t:t + 1]), cache, t)
-        steps.append(logits)
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
-
-    llama = build_adapted_model(dataclasses.replace(DECODER_TINY, scan_layers=scan), PROMPT,
-                                nnx.Rngs(1))
-    tokens = rng.integers(2, 50, (2, 12))
-    want_0 = forward(llama, jnp.asarray(tokens[:1]))[0]
-    want_1 = forward(llama, jnp.asarray(tokens[1:, 3:]))[0]
-    padded = tokens.copy()
-    padded[1, :3] = 0
-    cache = llama.init_decode_cache(2, 14, jnp.array([0, 3]))
-    logits, cache = _step(llama, jnp.asarray(padded[:, :5]), cache, 0)
-    steps = [logits]
-    for t in range(5, 12):
-        logits, cache = _step(llama, jnp.asarray(padded[:, t:t + 1]), cache, t)
-        steps.append(logits)
-    got = np.concatenate(steps, axis=1)
-    np.testing.assert_allclose(got[0], want_0, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(got[1, 3:], want_1, atol=1e-5, rtol=0)
+    decode_checks.check_t5(build_adapted_model(
+        dataclasses.replace(T5_TINY, scan_layers=scan), PROMPT, nnx.Rngs(1)), rng,
+        pad_second_row=True)
+    decode_checks.check_decoder(build_adapted_model(
+        dataclasses.replace(DECODER_TINY, scan_layers=scan), PROMPT, nnx.Rngs(1)), rng)
 
 
 def test_a_decoder_packs_with_a_soft_prompt_and_t5_refuses_packed_rows(tmp_path):
     rng = np.random.default_rng(3)
-    llama = build_adapted_model(DECODER_TINY, PROMPT, nnx.Rngs(4))
-    tokens, segments, positions, pieces = _packed([4, 7], 12, rng)
-    packed = forward(llama, jnp.asarray(tokens), decoder_segment_ids=jnp.asarray(segments),
-                     decoder_positions=jnp.asarray(positions))[0]
-    for start, piece in pieces:
-        alone = forward(llama, jnp.asarray(piece[None]))[0]
-        np.testing.assert_allclose(packed[start:start + len(piece)], alone, atol=1e-5, rtol=0)
+    decode_checks.check_packed_decoder(build_adapted_model(DECODER_TINY, PROMPT, nnx.Rngs(4)),
+                                       rng, [4, 7], 12)
     t5 = build_adapted_model(T5_TINY, PROMPT, nnx.Rngs(4))
     with pytest.raises(ValueError, match="unpacked batches"):
         t5(jnp.ones((1, 4), jnp.int32), jnp.ones((1, 3), jnp.int32),
@@ -96,15 +59,9 @@ def test_a_flantune_prompt_exports_and_loads_into_peft(family, tmp_path):
 
     base_dir = tmp_path / "base"
     parity.ref.save(parity.hf_model(family), base_dir)
-    config, base = load_hf_checkpoint(base_dir)
-    model = build_adapted_model(config, PROMPT, nnx.Rngs(5))
-    state = nnx.state(model, nnx.Param)
-    adapter, _ = split_params(model_params(model), adapter_paths(state))
-    nnx.replace_by_pure_dict(state, {**base, **adapter})
-    nnx.update(model, state)
+    config, adapter, ours = parity.flantune_adapter(base_dir, PROMPT, family)
     batch = parity.inputs(family)
-    ours = forward(model, *batch)
-    save_peft_adapter(config, PROMPT, jax.tree.map(np.asarray, adapter), tmp_path / "export")
+    save_peft_adapter(config, PROMPT, adapter, tmp_path / "export")
     loaded = peft.PeftModel.from_pretrained(parity.hf_model(family),
                                             str(tmp_path / "export")).eval()
     skip = 0 if family == "t5" else 3
