@@ -69,6 +69,8 @@ ADAPTER_SUFFIX = "_lora"
 # arguments it returns the keys and values [layers, kv_heads, n, head_dim] of the self-attention
 # of every layer of the stack it adapts (the decoder's), which every query attends to first.
 PREFIX_ATTRIBUTE = "prefix_tuning"
+# The same for T5's encoder self-attention (an extension of peft's prefix tuning).
+ENCODER_PREFIX_ATTRIBUTE = "prefix_tuning_encoder"
 
 
 # Prompt tuning (flantune.peft) attaches a module under this name; called with no arguments
@@ -88,9 +90,9 @@ def soft_prompt_length(model: nnx.Module) -> int:
     return 0 if module is None else int(module.embedding.get_value().shape[0])
 
 
-def prefix_key_values(model: nnx.Module) -> KeyValue | None:
+def prefix_key_values(model: nnx.Module, attribute: str = PREFIX_ATTRIBUTE) -> KeyValue | None:
     """The prefix keys and values an attached prefix-tuning module gives, or None."""
-    module = getattr(model, PREFIX_ATTRIBUTE, None)
+    module = getattr(model, attribute, None)
     return None if module is None else module()
 
 

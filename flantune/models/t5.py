@@ -13,6 +13,7 @@ from flantune.models.cache import cache_slots, first_layer
 from flantune.models.config import T5Config
 from flantune.models.dropout import dropout, resolve_dropout_key, split_key
 from flantune.models.layers import (
+    ENCODER_PREFIX_ATTRIBUTE,
     HEAD_MAJOR_AXES,
     Attention,
     Dense,
@@ -65,10 +66,11 @@ class EncoderLayer(nnx.Module):
         self.dropout_rate = config.dropout_rate
 
     def __call__(self, x: jax.Array, bias: jax.Array, *,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+                 dropout_key: jax.Array | None = None,
+                 prefix: KeyValue | None = None) -> jax.Array:
         keys = split_key(dropout_key, 4)
         h = self.attention_norm(x)
-        h = self.attention(h, h, bias, dropout_key=keys[0])
+        h = self.attention(h, h, bias, dropout_key=keys[0], prefix=prefix)
         x = x + dropout(h, self.dropout_rate, keys[1])
         h = self.mlp(self.mlp_norm(x), dropout_key=keys[2])
         x = x + dropout(h, self.dropout_rate, keys[3])
@@ -168,12 +170,18 @@ class EncoderDecoder(nnx.Module):
             valid = self.encoder_valid(encoder_input_tokens)
             mask = masks.padding_mask(valid, valid)
         relpos = self.encoder.relpos_bias(encoder_positions, encoder_positions, length, length)
+        prefix = prefix_key_values(self, ENCODER_PREFIX_ATTRIBUTE)
+        per_layer = None
+        if prefix is not None:
+            relpos, mask = self._with_prefix(self.encoder, prefix, relpos, mask,
+                                             encoder_positions, length, x.shape[0])
+            per_layer = tuple(a[:, None] for a in prefix)
         # Two bias terms, summed inside attention: the position bias is shared by the batch
         # when positions are implicit, the mask by the heads.
         bias = (relpos, masks.mask_to_bias(mask))
         keys = split_key(dropout_key, 3)
         x = constrain(dropout(x, self.config.dropout_rate, keys[0]), EMBED_AXES)
-        x = self.encoder.layers(x, bias, dropout_key=keys[1])
+        x = self.encoder.layers(x, bias, dropout_key=keys[1], per_layer=per_layer)
         x = self.encoder.final_norm(x)
         return dropout(x, self.config.dropout_rate, keys[2])
 
@@ -196,17 +204,8 @@ class EncoderDecoder(nnx.Module):
         prefix = prefix_key_values(self)
         per_layer = None
         if prefix is not None:
-            # As peft: every decoder position attends to the prefix first, as if the prefix
-            # held positions 0..n-1 and the tokens n.. (T5's causal position buckets).
-            num_prefix = prefix[0].shape[2]
-            queries = (jnp.arange(length)[None] if decoder_positions is None
-                       else decoder_positions) + num_prefix
-            prefix_relpos = self.decoder.relpos_bias(
-                queries, jnp.arange(num_prefix)[None], num_prefix + length, num_prefix)
-            rows = max(prefix_relpos.shape[0], relpos.shape[0])
-            relpos = jnp.concatenate([jnp.broadcast_to(term, (rows, *term.shape[1:]))
-                                      for term in (prefix_relpos, relpos)], axis=-1)
-            self_mask = masks.with_prefix_columns(self_mask, num_prefix,
+            relpos, self_mask = self._with_prefix(self.decoder, prefix, relpos, self_mask,
+                                                  decoder_positions, length,
                                                   decoder_input_tokens.shape[0])
             per_layer = tuple(a[:, None] for a in prefix)
         self_bias = (relpos, masks.mask_to_bias(self_mask))
@@ -219,6 +218,22 @@ class EncoderDecoder(nnx.Module):
         x = self.decoder.final_norm(x)
         x = dropout(x, self.config.dropout_rate, keys[2])
         return self._logits(x, None if keys[2] is None else jax.random.fold_in(keys[2], 1))
+
+    @staticmethod
+    def _with_prefix(stack: Stack, prefix: KeyValue, relpos: jax.Array, mask: jax.Array,
+                     positions: jax.Array | None, length: int, batch: int
+                     ) -> tuple[jax.Array, jax.Array]:
+        """The position bias and mask with prefix columns in front. As peft: every position
+        attends to the prefix, as if the prefix held positions 0..n-1 and the tokens n..
+        (the stack's own position buckets)."""
+        num_prefix = prefix[0].shape[2]
+        queries = (jnp.arange(length)[None] if positions is None else positions) + num_prefix
+        prefix_relpos = stack.relpos_bias(queries, jnp.arange(num_prefix)[None],
+                                          num_prefix + length, num_prefix)
+        rows = max(prefix_relpos.shape[0], relpos.shape[0])
+        relpos = jnp.concatenate([jnp.broadcast_to(term, (rows, *term.shape[1:]))
+                                  for term in (prefix_relpos, relpos)], axis=-1)
+        return relpos, masks.with_prefix_columns(mask, num_prefix, batch)
 
     def _logits(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """Final decoder states -> float32 logits [b, length, vocab] (`dropout_key` only

@@ -62,11 +62,14 @@ class LoraConfig:
 class PrefixConfig:
     """peft's PrefixTuningConfig: `num_virtual_tokens` prefix slots per layer; with
     `projection`, the prefixes come from an MLP of hidden width `projection_hidden` (default:
-    the token width) during training, folded into the table on export."""
+    the token width) during training, folded into the table on export. `t5_encoder` (T5 only,
+    flantune's extension) prefixes the encoder's self-attention too, which peft does not: such
+    an adapter has no peft export."""
 
     num_virtual_tokens: int = 20
     projection: bool = False
     projection_hidden: int | None = None
+    t5_encoder: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:

@@ -103,6 +103,11 @@ def save_peft_adapter(model_config: ModelConfig, adapter_config: AdapterConfig, 
     directory = Path(directory)
     tensors: dict[str, np.ndarray] = {}
     if isinstance(adapter_config, PrefixConfig):
+        if adapter_config.t5_encoder:
+            raise CheckpointError(
+                "PrefixConfig.t5_encoder=True prefixes T5's encoder too, which peft's prefix "
+                "tuning cannot express (it prefixes the decoder's self-attention only); such an "
+                "adapter stays a flantune checkpoint (evaluate it with ADAPTER_PATH)")
         tensors[PREFIX_KEY] = folded_table(adapter, adapter_config)
         config = prefix_config_dict(model_config, adapter_config, base_model_name_or_path)
     elif isinstance(adapter_config, PromptConfig):

@@ -12,7 +12,9 @@ holds, per layer l, the key (slot 2l) and the value (slot 2l + 1) of virtual tok
   alone), with peft's layout: the table has one entry per *encoder* layer (peft's
   num_layers), heads of width emb_dim / num_heads, and decoder layer i reads entry 2i mod L
   (the entries of odd index are never read). The relative position bias treats the prefix as
-  positions 0..n-1 and the decoder tokens as n.. .
+  positions 0..n-1 and the decoder tokens as n.. . `PrefixConfig.t5_encoder` adds prefixes to
+  the encoder's self-attention too (flantune's extension, bidirectional bias, the same
+  positions; no peft export).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from flantune.models.config import DecoderConfig, ModelConfig, T5Config
-from flantune.models.layers import PREFIX_ATTRIBUTE
+from flantune.models.layers import ENCODER_PREFIX_ATTRIBUTE, PREFIX_ATTRIBUTE
 from flantune.peft.config import PrefixConfig
 from flantune.peft.lora import AdapterParam, kaiming_uniform_bound
 
@@ -128,9 +130,19 @@ def attach_prefix(model: nnx.Module, model_config: ModelConfig, config: PrefixCo
         layout = prefix_layout(model_config)
     except ValueError as err:
         raise ValueError(f"PrefixConfig: {err}") from None
-    module = PrefixTuning(config, layout, dtype=jnp.dtype(model_config.dtype),
-                          param_dtype=jnp.dtype(model_config.param_dtype), key=key)
+    dtypes = {"dtype": jnp.dtype(model_config.dtype),
+              "param_dtype": jnp.dtype(model_config.param_dtype)}
+    module = PrefixTuning(config, layout, key=key, **dtypes)
     setattr(model, PREFIX_ATTRIBUTE, module)
+    if config.t5_encoder:
+        if not isinstance(model_config, T5Config):
+            raise ValueError("PrefixConfig.t5_encoder=True prefixes a T5 encoder; this model "
+                             "has none.")
+        layers = model_config.num_encoder_layers
+        encoder = PrefixLayout(layers, model_config.num_heads, model_config.head_dim,
+                               tuple(range(layers)))
+        setattr(model, ENCODER_PREFIX_ATTRIBUTE,
+                PrefixTuning(config, encoder, key=jax.random.fold_in(key, 1), **dtypes))
     return module
 
 

@@ -14,6 +14,7 @@ from flax import nnx
 from flantune.models import DecoderConfig, T5Config
 from flantune.models.build import model_params
 from flantune.peft import PrefixConfig, build_adapted_model
+from flantune.peft.adapted import adapter_paths, split_params
 from flantune.peft.hf_format import load_peft_adapter, save_peft_adapter
 from flantune.peft.prefix import prefix_layout
 from tests.models.jit_forward import forward
@@ -136,3 +137,33 @@ def test_a_prefix_run_trains_resumes_and_decodes(tmp_path):
         adapter_path=str(tmp_path / "straight")), infer=True)
     task = results.tasks["test_reverse"]
     assert not task.errors and len(task.predictions) == 4
+
+
+def test_a_t5_encoder_prefix_reaches_the_encoder_packs_decodes_and_has_no_peft_export(tmp_path):
+    from flantune.models import CheckpointError
+
+    rng = np.random.default_rng(6)
+    both = dataclasses.replace(PREFIX, t5_encoder=True)
+    model = build_adapted_model(T5_TINY, both, nnx.Rngs(4))
+    decoder_only = build_adapted_model(T5_TINY, PREFIX, nnx.Rngs(4))
+    enc = jnp.asarray(rng.integers(2, 50, (2, 7)))
+    assert np.abs(np.asarray(model.encode(enc)) - np.asarray(decoder_only.encode(enc))
+                  ).max() > 1e-2
+    decode_checks.check_t5(model, rng)
+    enc, enc_segments, enc_positions, enc_pieces = decode_checks.packed([4, 6], 11, rng)
+    dec, dec_segments, dec_positions, dec_pieces = decode_checks.packed([3, 5], 9, rng)
+    packed = forward(model, jnp.asarray(enc), jnp.asarray(dec),
+                     encoder_segment_ids=jnp.asarray(enc_segments),
+                     decoder_segment_ids=jnp.asarray(dec_segments),
+                     encoder_positions=jnp.asarray(enc_positions),
+                     decoder_positions=jnp.asarray(dec_positions))[0]
+    for (_, enc_piece), (start, dec_piece) in zip(enc_pieces, dec_pieces, strict=True):
+        alone = forward(model, jnp.asarray(enc_piece[None]), jnp.asarray(dec_piece[None]))[0]
+        np.testing.assert_allclose(packed[start:start + len(dec_piece)], alone, atol=1e-5,
+                                   rtol=0)
+    state = nnx.state(model, nnx.Param)
+    adapter, _ = split_params(model_params(model), adapter_paths(state))
+    with pytest.raises(CheckpointError, match="peft's prefix tuning cannot express"):
+        save_peft_adapter(T5_TINY, both, jax.tree.map(np.asarray, adapter), tmp_path / "x")
+    with pytest.raises(ValueError, match="has none"):
+        build_adapted_model(DECODER_TINY, both, nnx.Rngs(0))
