@@ -45,25 +45,25 @@ def matmul_last(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.reshape(*lead, kernel.shape[-1])
 
 
-def project_heads(x: jax.Array, kernel: jax.Array,
-                  delta: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+Matmul = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def project_heads(x: jax.Array, kernel: jax.Array, matmul: Matmul = matmul_last) -> jax.Array:
     """`x` [b, length, embed] times `kernel` [embed, heads, kv]: head-major [b, heads, length, kv].
 
     One 2-D GEMM and an explicit transpose: written as one einsum, XLA:CPU materializes
-    transposed operands for the backward GEMMs instead. `delta(x)` [b, length, heads * kv], when
-    given, is added before the transpose (an adapter's contribution).
+    transposed operands for the backward GEMMs instead. `matmul(x, kernel [embed, heads * kv])`
+    computes the product (an adapter's, see `adapted_matmul`).
     """
     _, heads, head_dim = kernel.shape
-    out = matmul_last(x, kernel.reshape(kernel.shape[0], heads * head_dim))
-    if delta is not None:
-        out = out + delta(x)
+    out = matmul(x, kernel.reshape(kernel.shape[0], heads * head_dim))
     return out.reshape(*x.shape[:2], heads, head_dim).transpose(0, 2, 1, 3)
 
 
 # Adapters (flantune.peft) attach a module to the module owning a projection kernel, under the
 # kernel's attribute name plus this suffix (`query_lora`, `kernel_lora`); the module's
-# `__call__(x, dropout_key)` maps the projection's flattened input [..., in] to an additive
-# [..., out] term. Models without adapters never see one.
+# `product(x, kernel, dropout_key)` computes the adapted projection of the flattened input
+# [..., in] by the kernel [in, out]. Models without adapters never see one.
 ADAPTER_SUFFIX = "_lora"
 # Prefix tuning (flantune.peft) attaches a module to the model under this name; called with no
 # arguments it returns the keys and values [layers, kv_heads, n, head_dim] of the self-attention
@@ -115,16 +115,16 @@ def cached_prefix(cache: dict[str, jax.Array]) -> KeyValue | None:
     return cache["prefix_key"], cache["prefix_value"]
 
 
-def projection_delta(owner: nnx.Module, param: str, dropout_key: jax.Array | None,
-                     salt: int) -> Callable[[jax.Array], jax.Array] | None:
-    """The additive term an adapter attached to `owner.<param>` contributes, as a function of
-    the projection's input, or None. Its dropout key is `dropout_key` folded with `salt`, so
-    the model's own dropout masks do not change when an adapter is attached."""
+def adapted_matmul(owner: nnx.Module, param: str, dropout_key: jax.Array | None,
+                   salt: int) -> Matmul:
+    """`matmul(x, kernel)` for the kernel `owner.<param>`: `matmul_last`, or the product of
+    the adapter attached to it. The adapter's dropout key is `dropout_key` folded with `salt`,
+    so the model's own dropout masks do not change when an adapter is attached."""
     adapter = getattr(owner, param + ADAPTER_SUFFIX, None)
     if adapter is None:
-        return None
+        return matmul_last
     key = None if dropout_key is None else jax.random.fold_in(dropout_key, salt)
-    return lambda x: adapter(x, key)
+    return lambda x, kernel: adapter.product(x, kernel, key)
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
@@ -194,9 +194,7 @@ class Dense(nnx.Module):
     def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """`x` [..., in] -> [..., out]; `dropout_key` only reaches an attached adapter."""
         kernel = self.kernel.get_value().astype(self.dtype)
-        out = matmul_last(x, kernel)
-        delta = projection_delta(self, "kernel", dropout_key, 0)
-        return out if delta is None else out + delta(x)
+        return adapted_matmul(self, "kernel", dropout_key, 0)(x, kernel)
 
 
 class Mlp(nnx.Module):
@@ -283,15 +281,15 @@ class Attention(nnx.Module):
 
     def project_query(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """[b, length, embed] -> head-major queries [b, heads, length, kv]."""
-        delta = projection_delta(self, "query", dropout_key, 1)
-        return constrain(project_heads(x, self._kernel(self.query), delta), HEAD_MAJOR_AXES)
+        matmul = adapted_matmul(self, "query", dropout_key, 1)
+        return constrain(project_heads(x, self._kernel(self.query), matmul), HEAD_MAJOR_AXES)
 
     def project_key_value(self, x: jax.Array, dropout_key: jax.Array | None = None
                           ) -> tuple[jax.Array, jax.Array]:
         """[b, length, embed] -> head-major keys and values [b, kv_heads, length, kv]."""
-        k = project_heads(x, self._kernel(self.key), projection_delta(self, "key", dropout_key, 2))
+        k = project_heads(x, self._kernel(self.key), adapted_matmul(self, "key", dropout_key, 2))
         v = project_heads(x, self._kernel(self.value),
-                          projection_delta(self, "value", dropout_key, 3))
+                          adapted_matmul(self, "value", dropout_key, 3))
         return constrain(k, HEAD_MAJOR_AXES), constrain(v, HEAD_MAJOR_AXES)
 
     def project_out(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
@@ -299,9 +297,8 @@ class Attention(nnx.Module):
         b, heads, length, head_dim = x.shape
         x = x.transpose(0, 2, 1, 3).reshape(b, length, heads * head_dim)
         kernel = self._kernel(self.out)
-        out = matmul_last(x, kernel.reshape(heads * head_dim, kernel.shape[-1]))
-        delta = projection_delta(self, "out", dropout_key, 4)
-        return out if delta is None else out + delta(x)
+        matmul = adapted_matmul(self, "out", dropout_key, 4)
+        return matmul(x, kernel.reshape(heads * head_dim, kernel.shape[-1]))
 
     def attend_cached(self, inputs: jax.Array, cache: KeyValue, index: jax.Array,
                       bias: Bias, *, rotary: Rotary | None = None,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.custom_derivatives import SymbolicZero
 
 from flantune.models.config import ModelConfig
 from flantune.models.dropout import dropout
@@ -37,13 +38,66 @@ class LoraDelta(nnx.Module):
         self.dropout_rate = dropout_rate
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def _factors(self) -> tuple[jax.Array, jax.Array]:
+        """A [in, r] and scale * B [r, out] in the compute dtype (the scale on B, not on the
+        [tokens, out] product: one pass fewer over the activations)."""
         a = self.lora_a.get_value().astype(self.dtype)
-        b = self.lora_b.get_value().astype(self.dtype)
         rank = a.shape[-1]
-        x = dropout(x, self.dropout_rate, dropout_key)
-        hidden = matmul_last(x, a.reshape(-1, rank))
-        return matmul_last(hidden, b.reshape(rank, -1)) * jnp.asarray(self.scale, self.dtype)
+        b = (self.lora_b.get_value() * self.scale).astype(self.dtype).reshape(rank, -1)
+        return a.reshape(-1, rank), b
+
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+        """The delta alone: scale * dropout(x) @ A @ B."""
+        a, b = self._factors()
+        return matmul_last(matmul_last(dropout(x, self.dropout_rate, dropout_key), a), b)
+
+    def product(self, x: jax.Array, kernel: jax.Array, dropout_key: jax.Array | None
+                ) -> jax.Array:
+        """x @ kernel + the delta. Without dropout in float32 as one product with the merged
+        kernel (`fused_lora_matmul`); in lower precision the delta stays separate, as peft
+        computes it (a merged bfloat16 kernel would round most of it away)."""
+        if (self.dropout_rate and dropout_key is not None) or \
+                jnp.dtype(self.dtype) != jnp.float32:
+            return matmul_last(x, kernel) + self(x, dropout_key)
+        a, b = self._factors()
+        lead = x.shape[:-1]
+        out = fused_lora_matmul(x.reshape(-1, x.shape[-1]), kernel, a, b)
+        return out.reshape(*lead, kernel.shape[-1])
+
+
+@jax.custom_jvp
+def fused_lora_matmul(x: jax.Array, kernel: jax.Array, a: jax.Array, b: jax.Array
+                      ) -> jax.Array:
+    """x @ (kernel + a @ b) for x [n, in], kernel [in, out], a [in, r], b [r, out].
+
+    Written by hand (a JVP rule with symbolic zeros) because autodiff of the merged product
+    would form the [in, out] gradient of the merged kernel to reach a and b. Here a frozen
+    kernel (a symbolic-zero tangent) gets no product at all, the input gradient is one GEMM with
+    the merged kernel, and a and b get theirs through the rank-r factors; a kernel that does
+    have a tangent gets its usual gradient.
+    """
+    return jnp.dot(x, kernel + jnp.dot(a, b))
+
+
+def _fused_lora_jvp(primals, tangents):
+    x, kernel, a, b = primals
+    dx, dkernel, da, db = tangents
+    merged = kernel + jnp.dot(a, b)
+    out = jnp.dot(x, merged)
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(jnp.dot(dx, merged))
+    if not isinstance(dkernel, SymbolicZero):
+        terms.append(jnp.dot(x, dkernel))
+    if not isinstance(da, SymbolicZero):
+        terms.append(jnp.dot(jnp.dot(x, da), b))
+    if not isinstance(db, SymbolicZero):
+        terms.append(jnp.dot(jnp.dot(x, a), db))
+    tangent = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+    return out, tangent
+
+
+fused_lora_matmul.defjvp(_fused_lora_jvp, symbolic_zeros=True)
 
 
 def _node(model: nnx.Module, path: tuple) -> Any:

@@ -74,9 +74,29 @@ def test_target_selection_defaults_presets_and_errors():
         LoraConfig(r=0)
 
 
+def test_the_fused_product_has_the_gradients_of_the_separate_one():
+    from flantune.peft.lora import fused_lora_matmul
+
+    keys = jax.random.split(jax.random.key(0), 5)
+    x, kernel = jax.random.normal(keys[0], (12, 8)), jax.random.normal(keys[1], (8, 6))
+    a, b = jax.random.normal(keys[2], (8, 3)), jax.random.normal(keys[3], (3, 6))
+
+    def loss(fn):
+        return lambda *args: jnp.sum(jnp.sin(fn(*args)))
+
+    separate = loss(lambda x, k, a, b: x @ k + (x @ a) @ b)
+    fused = loss(fused_lora_matmul)
+    np.testing.assert_allclose(fused(x, kernel, a, b), separate(x, kernel, a, b), rtol=1e-5)
+    for argnums in ((2, 3), (0, 2, 3), (0, 1, 2, 3), (1,)):
+        want = jax.grad(separate, argnums)(x, kernel, a, b)
+        got = jax.grad(fused, argnums)(x, kernel, a, b)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 def _jaxpr_product_shapes(spec: ModelSpec, frozen_full: bool) -> tuple[set, set]:
-    """Shapes of every dot_general output of the train step, and the frozen 2-D kernel shapes
-    (as GEMM operands: [in, out] with heads flattened)."""
+    """Shapes of the train step's dot_general outputs that sum over more than the LoRA rank,
+    and the frozen 2-D kernel shapes (as GEMM operands: [in, out] with heads flattened)."""
     optimizer = optax.adamw(1e-3)
     step = make_train_step(spec, optimizer, optax.constant_schedule(1e-3), StepConfig())
     batch = next(BatchIterator("test_mix", task_feature_lengths=LENGTHS, batch_size=3,
@@ -91,7 +111,12 @@ def _jaxpr_product_shapes(spec: ModelSpec, frozen_full: bool) -> tuple[set, set]
     def visit(j):
         for eqn in j.eqns:
             if eqn.primitive.name == "dot_general":
-                shapes.update(tuple(v.aval.shape) for v in eqn.outvars)
+                (contracting, _), _ = eqn.params["dimension_numbers"]
+                size = int(np.prod([eqn.invars[0].aval.shape[d] for d in contracting]))
+                # Products over more than the rank (a weight gradient sums over tokens); the
+                # merged kernel's A @ B has a kernel's shape but sums over the rank only.
+                if size > LORA.r:
+                    shapes.update(tuple(v.aval.shape) for v in eqn.outvars)
             for sub in jax.core.jaxprs_in_params(eqn.params):
                 visit(sub)
 
