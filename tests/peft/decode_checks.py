@@ -75,3 +75,21 @@ def check_packed_decoder(model, rng: np.random.Generator, lengths: list[int],
     for start, piece in pieces:
         alone = forward(model, jnp.asarray(piece[None]))[0]
         np.testing.assert_allclose(together[start:start + len(piece)], alone, atol=1e-5, rtol=0)
+
+
+def check_packed_t5(model, rng: np.random.Generator) -> None:
+    """Each example of a packed encoder-decoder row has the logits it has alone."""
+    enc, enc_segments, enc_positions, enc_pieces = packed([4, 6], 11, rng)
+    dec, dec_segments, dec_positions, dec_pieces = packed([3, 5], 9, rng)
+    for start, piece in dec_pieces:
+        piece[0] = 0  # each target starts with the decoder start id
+        dec[0, start:start + len(piece)] = piece
+    together = forward(model, jnp.asarray(enc), jnp.asarray(dec),
+                       encoder_segment_ids=jnp.asarray(enc_segments),
+                       decoder_segment_ids=jnp.asarray(dec_segments),
+                       encoder_positions=jnp.asarray(enc_positions),
+                       decoder_positions=jnp.asarray(dec_positions))[0]
+    for (_, enc_piece), (start, dec_piece) in zip(enc_pieces, dec_pieces, strict=True):
+        alone = forward(model, jnp.asarray(enc_piece[None]), jnp.asarray(dec_piece[None]))[0]
+        np.testing.assert_allclose(together[start:start + len(dec_piece)], alone, atol=1e-5,
+                                   rtol=0)

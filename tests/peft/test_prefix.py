@@ -72,23 +72,7 @@ def test_packed_examples_see_the_prefix_as_unpacked_ones_do():
     rng = np.random.default_rng(2)
     decode_checks.check_packed_decoder(build_adapted_model(DECODER_TINY, PREFIX, nnx.Rngs(4)),
                                        rng, [5, 6], 13)
-
-    t5 = build_adapted_model(T5_TINY, PREFIX, nnx.Rngs(4))
-    enc, enc_segments, enc_positions, enc_pieces = decode_checks.packed([4, 6], 11, rng)
-    dec, dec_segments, dec_positions, dec_pieces = decode_checks.packed([3, 5], 9, rng)
-    for _, piece in dec_pieces:
-        piece[0] = 0
-    for start, piece in dec_pieces:
-        dec[0, start:start + len(piece)] = piece
-    packed = forward(t5, jnp.asarray(enc), jnp.asarray(dec),
-                     encoder_segment_ids=jnp.asarray(enc_segments),
-                     decoder_segment_ids=jnp.asarray(dec_segments),
-                     encoder_positions=jnp.asarray(enc_positions),
-                     decoder_positions=jnp.asarray(dec_positions))[0]
-    for (_, enc_piece), (start, dec_piece) in zip(enc_pieces, dec_pieces, strict=True):
-        alone = forward(t5, jnp.asarray(enc_piece[None]), jnp.asarray(dec_piece[None]))[0]
-        np.testing.assert_allclose(packed[start:start + len(dec_piece)], alone, atol=1e-5,
-                                   rtol=0)
+    decode_checks.check_packed_t5(build_adapted_model(T5_TINY, PREFIX, nnx.Rngs(4)), rng)
 
 
 @pytest.mark.parametrize("family", parity.FAMILIES)
@@ -150,17 +134,7 @@ def test_a_t5_encoder_prefix_reaches_the_encoder_packs_decodes_and_has_no_peft_e
     assert np.abs(np.asarray(model.encode(enc)) - np.asarray(decoder_only.encode(enc))
                   ).max() > 1e-2
     decode_checks.check_t5(model, rng)
-    enc, enc_segments, enc_positions, enc_pieces = decode_checks.packed([4, 6], 11, rng)
-    dec, dec_segments, dec_positions, dec_pieces = decode_checks.packed([3, 5], 9, rng)
-    packed = forward(model, jnp.asarray(enc), jnp.asarray(dec),
-                     encoder_segment_ids=jnp.asarray(enc_segments),
-                     decoder_segment_ids=jnp.asarray(dec_segments),
-                     encoder_positions=jnp.asarray(enc_positions),
-                     decoder_positions=jnp.asarray(dec_positions))[0]
-    for (_, enc_piece), (start, dec_piece) in zip(enc_pieces, dec_pieces, strict=True):
-        alone = forward(model, jnp.asarray(enc_piece[None]), jnp.asarray(dec_piece[None]))[0]
-        np.testing.assert_allclose(packed[start:start + len(dec_piece)], alone, atol=1e-5,
-                                   rtol=0)
+    decode_checks.check_packed_t5(model, rng)
     state = nnx.state(model, nnx.Param)
     adapter, _ = split_params(model_params(model), adapter_paths(state))
     with pytest.raises(CheckpointError, match="peft's prefix tuning cannot express"):
