@@ -15,11 +15,11 @@ import os
 from typing import Any
 
 import jax
-from etils import epath
 
 from flantune.models.config import ModelConfig, config_from_dict, config_to_dict
 from flantune.peft.config import AdapterConfig, adapter_from_dict, adapter_to_dict
 from flantune.train.architecture_check import architecture_differences
+from flantune.train.checkpoint_kinds import absolute_path
 from flantune.train.fingerprints import fingerprint
 
 PyTree = Any
@@ -47,12 +47,6 @@ class AdapterReference:
                                     "fingerprint": self.base_fingerprint}}, indent=1)
 
 
-def _directory(path: str | os.PathLike) -> epath.Path:
-    """A local path made absolute, or a remote one (gs://) as it is."""
-    text = os.fspath(path)
-    return epath.Path(text if "://" in text else os.path.abspath(text))
-
-
 def base_fingerprint(params: PyTree) -> str:
     """A SHA-256 over every base array's path, dtype, shape and exact checksum
     (flantune.train.fingerprints): equal only for the same bits, on any mesh."""
@@ -63,7 +57,7 @@ def base_fingerprint(params: PyTree) -> str:
 
 def read_reference(model_dir: str | os.PathLike) -> AdapterReference | None:
     """MODEL_DIR's adapter.json, or None when it has none (not an adapter run)."""
-    path = _directory(model_dir) / ADAPTER_FILE
+    path = absolute_path(model_dir) / ADAPTER_FILE
     if not path.exists():
         return None
     try:
@@ -83,7 +77,7 @@ def write_reference(model_dir: str | os.PathLike, reference: AdapterReference) -
     """Writes adapter.json (process 0; atomically, by a rename)."""
     if jax.process_index() != 0:
         return
-    directory = _directory(model_dir)
+    directory = absolute_path(model_dir)
     directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / (ADAPTER_FILE + ".tmp")
     temporary.write_text(reference.to_json())

@@ -49,7 +49,9 @@ class CheckpointLocation:
     run_dir: epath.Path | None = None
 
 
-def _absolute(path: str | os.PathLike) -> epath.Path:
+def absolute_path(path: str | os.PathLike) -> epath.Path:
+    """`path` as orbax needs it: local paths made absolute (orbax refuses relative ones, e.g.
+    MODEL_DIR='runs/demo'), remote ones (gs://...) unchanged."""
     text = os.fspath(path)
     return epath.Path(text if "://" in text else os.path.abspath(text))
 
@@ -86,7 +88,7 @@ def locate_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> Chec
 
 
 def _locate(path: str | os.PathLike, role: str) -> CheckpointLocation:
-    directory = _absolute(path)
+    directory = absolute_path(path)
     if not directory.exists():
         raise CheckpointKindError(f"{role} {directory} does not exist; it must be {ACCEPTED}.")
     if not directory.is_dir():
@@ -113,4 +115,5 @@ def _locate(path: str | os.PathLike, role: str) -> CheckpointLocation:
                               f"it must be {ACCEPTED}.")
 
 
-__all__ = ["ACCEPTED", "CheckpointKindError", "CheckpointLocation", "locate_checkpoint"]
+__all__ = ["ACCEPTED", "CheckpointKindError", "CheckpointLocation", "absolute_path",
+           "locate_checkpoint"]

@@ -51,6 +51,7 @@ from flantune.train.checkpoint_errors import (
     summary,
     write_detail,
 )
+from flantune.train.checkpoint_kinds import absolute_path
 from flantune.train.fingerprints import (
     FingerprintFormatError,
     FingerprintSave,
@@ -144,13 +145,6 @@ def _check_writable(directory: epath.Path) -> None:
         raise CheckpointError(
             f"MODEL_DIR {directory} is not writable by process {jax.process_index()} ({reason}); "
             "point MODEL_DIR at a directory this user can create and write to.") from err
-
-
-def absolute_path(path: str | os.PathLike) -> epath.Path:
-    """`path` as orbax needs it: local paths made absolute (orbax refuses relative ones, e.g.
-    MODEL_DIR='runs/demo'), remote ones (gs://...) unchanged."""
-    text = os.fspath(path)
-    return epath.Path(text if "://" in text else os.path.abspath(text))
 
 
 def free_bytes(directory: str | os.PathLike) -> int:
