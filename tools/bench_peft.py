@@ -47,6 +47,7 @@ from flantune.train.state import (  # noqa: E402
     ModelSpec,
     frozen_shardings,
     init_state,
+    state_keys,
     state_shardings,
 )
 from flantune.train.step import StepConfig, make_train_step  # noqa: E402
@@ -83,7 +84,7 @@ class Step:
             shardings = state_shardings(spec, optimizer, self.mesh, self.rules)
             base_shardings = frozen_shardings(spec, self.mesh, self.rules)
             self.state = init_state(spec, optimizer, shardings)
-            key = jax.random.split(jax.random.PRNGKey(0))[0]
+            key = state_keys(0)[0]  # the base a run of seed 0 would draw
             self.frozen = jax.jit(lambda: spec.split(spec.init_params(key))[1],
                                   out_shardings=base_shardings)()
             self.step = jax.jit(make_train_step(spec, optimizer, schedule, StepConfig()),

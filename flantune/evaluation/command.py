@@ -17,7 +17,7 @@ from flantune.peft.hf_format import is_peft_adapter
 from flantune.train.adapter_checkpoints import load_adapted_params
 from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
 from flantune.train.checkpoints import CheckpointError, load_initial_params
-from flantune.train.state import ModelConfig, ModelSpec
+from flantune.train.state import ModelConfig, ModelSpec, placed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +54,13 @@ def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str,
             return partitioning.param_shardings(spec.abstract_state, mesh, rules)
 
         if config.adapter_path is not None:
-            spec, params = load_adapted_params(config.checkpoint_path, config.adapter_path,
-                                               config.model, shardings_of)
-            shardings = shardings_of(spec)
+            spec, params, shardings = load_adapted_params(
+                config.checkpoint_path, config.adapter_path, config.model, shardings_of)
         else:
             spec = ModelSpec.from_config(config.model)
             shardings = shardings_of(spec)
-            abstract = jax.tree.map(
-                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                spec.abstract_params(), shardings)
-            params = load_initial_params(config.checkpoint_path, abstract,
+            params = load_initial_params(config.checkpoint_path,
+                                         placed(spec.abstract_params(), shardings),
                                          role="CHECKPOINT_PATH", model=config.model)
         evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
                               rules=rules, param_shardings=shardings)

@@ -31,7 +31,7 @@ from flantune.train.checkpoints import (
     load_step_params,
     place_params,
 )
-from flantune.train.state import ModelSpec
+from flantune.train.state import ModelSpec, placed, state_keys
 
 PyTree = Any
 FLANTUNE, PEFT = "flantune", "peft"
@@ -97,31 +97,25 @@ def load_base(base_path: str, spec: ModelSpec, frozen_shardings: PyTree | None =
         frozen_shardings = jax.tree.map(lambda _: device, shapes)
     seed = random_base_seed(base_path)
     if seed is not None:
-        init_key = jax.random.split(jax.random.PRNGKey(seed))[0]
+        init_key = state_keys(seed)[0]
         return jax.jit(lambda: spec.split(spec.init_params(init_key))[1],
                        out_shardings=frozen_shardings)()
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            shapes, frozen_shardings)
-    return load_initial_params(base_path, abstract, role=role, model=spec.config)
+    return load_initial_params(base_path, placed(shapes, frozen_shardings), role=role,
+                               model=spec.config)
 
 
 def load_adapted_params(checkpoint_path: str, adapter_path: str, model: ModelConfig,
-                        param_shardings_of: Any) -> tuple[ModelSpec, PyTree]:
-    """(the adapted model's spec, its full parameters): the base from `checkpoint_path`, the
-    adapter from `adapter_path`. A flantune adapter is checked against the base it was trained
-    on (fingerprint, model, scan layout); a peft adapter records no fingerprint.
-    `param_shardings_of(spec)` gives the full parameter tree's shardings."""
+                        param_shardings_of: Any) -> tuple[ModelSpec, PyTree, PyTree]:
+    """(the adapted model's spec, its full parameters, their shardings): the base from
+    `checkpoint_path`, the adapter from `adapter_path`. A flantune adapter is checked against
+    the base it was trained on (fingerprint, model, scan layout); a peft adapter records no
+    fingerprint. `param_shardings_of(spec)` gives the full parameter tree's shardings."""
     source = locate_adapter(adapter_path, model)
     spec = ModelSpec.from_config(model, source.adapter)
     shardings = param_shardings_of(spec)
     trainable_shardings, frozen_shardings = spec.split(shardings)
-
-    def abstract(shapes: PyTree, placed: PyTree) -> PyTree:
-        return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            shapes, placed)
-
     base = load_base(str(checkpoint_path), spec, frozen_shardings)
-    target = abstract(spec.abstract_trainable(), trainable_shardings)
+    target = placed(spec.abstract_trainable(), trainable_shardings)
     if source.kind == PEFT:
         adapter = place_params(source.peft_params, target)
     else:
@@ -132,4 +126,4 @@ def load_adapted_params(checkpoint_path: str, adapter_path: str, model: ModelCon
         except AdapterReferenceError as err:
             raise CheckpointError(str(err)) from None
         adapter = load_step_params(source.state_path, target, ROLE)
-    return spec, spec.join(adapter, base)
+    return spec, spec.join(adapter, base), shardings

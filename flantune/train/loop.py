@@ -51,6 +51,7 @@ from flantune.train.state import (
     abstract_state,
     frozen_shardings,
     init_state,
+    placed,
     state_shardings,
 )
 from flantune.train.step import StepConfig, make_train_step
@@ -433,9 +434,9 @@ def _initial_state(config: TrainConfig, spec: ModelSpec, optimizer, shardings: P
         return state
     if config.initial_checkpoint_path and spec.adapter is None:
         announce_train_steps(config)
-        params = load_initial_params(config.initial_checkpoint_path, jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            spec.abstract_params(), shardings["params"]), model=config.model)
+        params = load_initial_params(config.initial_checkpoint_path,
+                                     placed(spec.abstract_params(), shardings["params"]),
+                                     model=config.model)
         return init_state(spec, optimizer, shardings, seed=config.seed, params=params)
     return init_state(spec, optimizer, shardings, seed=config.seed)
 

@@ -125,18 +125,30 @@ def frozen_shardings(spec: ModelSpec, mesh: Mesh, rules: partitioning.LogicalAxi
     return spec.split(partitioning.param_shardings(spec.abstract_state, mesh, rules))[1]
 
 
-def abstract_state(spec: ModelSpec, optimizer: optax.GradientTransformation,
-                   shardings: PyTree, seed: int = 0) -> PyTree:
-    """ShapeDtypeStructs (with shardings) of the train state, e.g. for restoring a checkpoint."""
-    shapes = jax.eval_shape(lambda: _fresh_state(spec, optimizer, seed))
+def placed(shapes: PyTree, shardings: PyTree) -> PyTree:
+    """ShapeDtypeStructs of `shapes` (anything with shape and dtype) carrying `shardings`: the
+    targets of a restore or a load."""
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, shardings)
 
 
+def abstract_state(spec: ModelSpec, optimizer: optax.GradientTransformation,
+                   shardings: PyTree, seed: int = 0) -> PyTree:
+    """ShapeDtypeStructs (with shardings) of the train state, e.g. for restoring a checkpoint."""
+    return placed(jax.eval_shape(lambda: _fresh_state(spec, optimizer, seed)), shardings)
+
+
+def state_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(the key parameters are drawn from, the train state's first RNG) of a run's seed; raw
+    uint32 keys (not typed keys): they checkpoint as plain arrays. An adapter run's random base
+    is drawn from the same first key as a full run's parameters."""
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, train_key
+
+
 def _fresh_state(spec: ModelSpec, optimizer: optax.GradientTransformation, seed: int,
                  params: PyTree | None = None) -> PyTree:
-    # Raw uint32 keys (not typed keys): they checkpoint as plain arrays.
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    init_key, train_key = state_keys(seed)
     if params is None:
         params = spec.init_trainable(init_key)
     return {"params": params, "opt_state": optimizer.init(params),
