@@ -9,9 +9,11 @@ lengths and vocabulary in config.gin (`flantune.train.run_config`); a parameter 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -204,29 +206,27 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
     final = Path(destination)
     # Everything is written into a staging directory beside the destination and moved into
     # place only when all of it (tokenizer check included) succeeded: no half-written export.
-    destination = _staging(final)
-    try:
+    with _staged(final) as destination:
         files, tokenizer_files = _write(config, params, destination, vocab, run, ids, warnings,
                                         extra_config, max_shard_size, dtype)
-    except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)
-        raise
-    _move_into_place(destination, final)
     moved = [final / f.relative_to(destination) for f in files]
     written = [*moved, final / "config.json", final / GENERATION_CONFIG_FILE]
     return Export(config, ids, written, [final / f.relative_to(destination)
                                          for f in tokenizer_files], warnings)
 
 
-def _staging(final: Path) -> Path:
-    """An empty staging directory beside `final`."""
+@contextlib.contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """An empty staging directory beside `final`, whose contents move into `final` when the
+    block succeeds and are removed when it fails: no half-written export."""
     staging = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    return staging
-
-
-def _move_into_place(staging: Path, final: Path) -> None:
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     final.mkdir(parents=True, exist_ok=True)
     for item in sorted(staging.iterdir()):
         os.replace(item, final / item.name)
@@ -239,14 +239,9 @@ def _export_adapter(location: checkpoint_kinds.CheckpointLocation, reference: Ad
     `PeftModel.from_pretrained(base, directory)` loads onto the exported base."""
     spec, adapter = _load_adapter(location, reference)
     final = Path(destination)
-    staging = _staging(final)
-    try:
+    with _staged(final) as staging:
         files = save_peft_adapter(spec.config, spec.adapter, adapter, staging,
                                   base_model_name_or_path=reference.base_path, dtype=dtype)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _move_into_place(staging, final)
     note = (f"wrote a peft adapter for the base {reference.base_path}: load it with "
             "PeftModel.from_pretrained(<that base, exported with flantune-to-hf>, "
             f"'{final}'), or pass --merge for one full model")
