@@ -98,9 +98,8 @@ def family(config: ModelConfig) -> str:
 
 
 def _matches_suffix(target: str, projection: Projection) -> bool:
-    hf, ours = projection.hf_module, projection.name
-    return (hf == target or hf.endswith("." + target)
-            or ours == target or ours.endswith("/" + target))
+    ours = projection.name
+    return _hf_suffix(target, projection) or ours == target or ours.endswith("/" + target)
 
 
 def _matches_regex(pattern: re.Pattern, projection: Projection) -> bool:
