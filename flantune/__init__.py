@@ -20,6 +20,7 @@ from flantune.data import (  # noqa: E402
     task,
     temperature_scaled,
 )
+from flantune.data.chat import chat_task  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,6 @@ def registered_task_names() -> list[str]:
 
 
 __all__ = [
-    "FewShotConfig", "Template", "cot_template", "examples_proportional", "inverted", "mixture",
-    "registered_task_names", "task", "temperature_scaled",
+    "FewShotConfig", "Template", "chat_task", "cot_template", "examples_proportional", "inverted",
+    "mixture", "registered_task_names", "task", "temperature_scaled",
 ]

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import gin
 
+from flantune.data.chat.tasks import set_chat_template
+from flantune.data.chat.templates import TOKENIZER_TEMPLATE
 from flantune.data.errors import DataError
 from flantune.data.mixtures import get_provider
 from flantune.data.vocabulary import set_vocabulary
@@ -26,8 +28,17 @@ from flantune.gin_checks import GinSettingError, check_t5x_macros, unused_settin
 
 @gin.configurable(module="flantune")
 def vocabulary(path: str | None = None, extra_ids: int = 0) -> None:
-    """Selects the SentencePiece model all tasks use (None = the shipped demo vocabulary)."""
+    """Selects the vocabulary all tasks use: a SentencePiece model, a Hugging Face
+    tokenizer.json or its directory, or a shipped one ('flantune:demo', the default SentencePiece
+    model, or 'flantune:demo_chat', the chat demo's tokenizer)."""
     set_vocabulary(path, extra_ids)
+
+
+@gin.configurable(module="flantune")
+def chat_template(name: str = TOKENIZER_TEMPLATE) -> None:
+    """Selects the template of chat tasks that name none: a built-in (llama2, mistral, chatml,
+    llama3), a registered one, or 'tokenizer' (the tokenizer's own chat_template)."""
+    set_chat_template(name)
 
 
 class CliError(Exception):
@@ -515,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bindings = [*t5x_bindings(args), *bindings]
         parse_gin(args.gin_file, bindings, search_paths(args))
         vocabulary()
+        chat_template()
         import_modules(task_modules(args.module_import))
         if args.command == "inspect":
             run_inspect(args)

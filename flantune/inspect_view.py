@@ -28,13 +28,14 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
 
     table = Table(show_lines=False, header_style="bold")
     for column in ("task", "rate", "expected", "realized", "n", "inputs p50/p95/max",
-                   "targets p50/p95/max", "truncated", "skipped"):
+                   "targets p50/p95/max", "trained/total tokens", "truncated", "skipped"):
         table.add_column(column, justify="left" if column == "task" else "right",
                          no_wrap=column == "task")
     for m in report.members:
         table.add_row(m.task, f"{m.rate:.4g}", f"{100 * m.expected_share:.2f}%",
                       f"{100 * m.realized_share:.2f}%", str(m.realized_count),
-                      _lengths(m.input_lengths), _lengths(m.target_lengths), str(m.truncated),
+                      _lengths(m.input_lengths), _lengths(m.target_lengths),
+                      _trained(m.trained_tokens, m.total_tokens), str(m.truncated),
                       str(len(m.skipped)))
     total_truncated = sum(m.truncated for m in report.members)
     skipped = [(m.task, *entry) for m in report.members for entry in m.skipped]
@@ -42,6 +43,8 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
     table.add_row("total", "", "100.00%",
                   f"{100 * sum(m.realized_share for m in report.members):.2f}%",
                   str(sum(m.realized_count for m in report.members)), "", "",
+                  _trained(sum(m.trained_tokens for m in report.members),
+                           sum(m.total_tokens for m in report.members)),
                   str(total_truncated), str(len(skipped)))
     console.print(table)
     if skipped:
@@ -56,10 +59,39 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
     for i, example in enumerate(report.examples):
         console.rule(f"example {i + 1}: {example['task']}  template={example['template']}  "
                      f"exemplars={example.get('num_exemplars', 0)}")
+        if "conversation" in example:
+            console.print(conversation_text(example), highlight=False)
+            continue
         console.print("[bold]inputs:[/bold]", markup=True)
         console.print(example["inputs"], markup=False, highlight=False)
         console.print("[bold]targets:[/bold]", markup=True)
         console.print(example["targets"], markup=False, highlight=False)
+
+
+def _trained(trained: int, total: int) -> str:
+    return f"{trained}/{total} ({100 * trained / total:.0f}%)" if total else "0/0"
+
+
+TRAINED_STYLE = "bold green"
+
+
+def conversation_text(example: dict) -> Text:
+    """A rendered conversation with the tokens the loss is on in bold green (the loss mask
+    made visible), and a legend with their count."""
+    text, mask = example["conversation"], example["loss_mask"]
+    out = Text()
+    position = 0
+    for (start, end), trained in zip(example["offsets"], mask, strict=True):
+        if start > position:  # text no token covers (rare: normalizers may drop characters)
+            out.append(text[position:start])
+        if end > start:
+            out.append(text[max(start, position):end], style=TRAINED_STYLE if trained else "")
+        position = max(position, end)
+    out.append(text[position:])
+    legend = Text(f"\n[{int(sum(mask))} of {len(mask)} tokens trained, shown in ")
+    legend.append(TRAINED_STYLE, style=TRAINED_STYLE)
+    legend.append("]")
+    return out + legend
 
 
 # --------------------------------------------------------------------------- the task library

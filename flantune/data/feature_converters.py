@@ -40,7 +40,10 @@ class ConversionStats:
     Attributes:
       examples: examples converted.
       rows: rows produced.
-      truncated: per task feature ("inputs", "targets"), examples whose feature was truncated.
+      truncated: per task feature ("inputs", "targets"), examples whose feature was truncated;
+        for chat conversations also "conversations" (conversations cut), "turns" (assistant
+        turns dropped by those cuts) and "inside_turn" (conversations whose first trained
+        turn was cut inside, keeping its end-of-turn token).
       tokens: per token model feature, real (non-padding) tokens after truncation.
       slots: per token model feature, rows * feature length.
     """
@@ -88,6 +91,8 @@ class _Window:
     lengths: dict[str, np.ndarray]  # task feature -> [n] lengths after truncation
     truncated: dict[str, int]
     task_index: np.ndarray | None  # [n] or None
+    weights: list[np.ndarray | None]  # per example: a conversation's loss weights, else None
+    starts: np.ndarray  # [n] the decoder input before each example's first target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +126,13 @@ class _Converter:
 
     # --- validation and truncation ---------------------------------------------------------
     def _window(self, examples: Sequence[Mapping], task_feature_lengths: Mapping[str, int],
-                optional: Sequence[str] = ()) -> _Window:
+                optional: Sequence[str] = (), conversation_length: int | None = None) -> _Window:
         features = list(task_feature_lengths)
         parts: dict[str, list[np.ndarray]] = {f: [] for f in features}
         truncated = dict.fromkeys(features, 0)
         task_index: list[int] = []
+        weights: list[np.ndarray | None] = []
+        starts = np.full(len(examples), self.bos_id, np.int32)
         has_task_index = bool(examples) and isinstance(examples[0], Mapping) and (
             "task_index" in examples[0])
         for i, example in enumerate(examples):
@@ -139,6 +146,21 @@ class _Converter:
                 )
             if "task_index" in example:
                 task_index.append(self._task_index(example["task_index"], i))
+            if "loss_weights" in example:
+                if conversation_length is None:
+                    raise DataError(
+                        f"{self._where(example, i)} is a chat conversation (it has loss "
+                        "weights); conversations train decoder-only models. For an "
+                        "encoder-decoder model use the one-example-per-turn formats "
+                        "('sharegpt', 'oasst') with flantune's dialog templates.")
+                tokens, kept = self._conversation(example, i, conversation_length, truncated)
+                for feature in features:
+                    parts[feature].append(tokens if feature == "targets"
+                                          else np.zeros(0, np.int32))
+                weights.append(kept)
+                starts[i] = self._decoder_start(example, i)
+                continue
+            weights.append(None)
             for feature in features:
                 if feature not in example and feature in optional:
                     tokens = np.zeros(0, dtype=np.int32)
@@ -154,7 +176,49 @@ class _Converter:
         lengths = {f: np.fromiter((t.size for t in parts[f]), np.int64, len(examples))
                    for f in features}
         return _Window(parts, lengths, truncated,
-                       np.asarray(task_index, dtype=np.int32) if task_index else None)
+                       np.asarray(task_index, dtype=np.int32) if task_index else None,
+                       weights, starts)
+
+    def _conversation(self, example: Mapping, i: int, limit: int, truncated: dict[str, int]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """A conversation's targets and loss weights, cut to ``limit`` at the end of the last
+        assistant turn that fits. When even the first does not fit, that turn keeps its start
+        and its last token (the template's end-of-turn token), like SeqIO's EOS after a trim;
+        a conversation whose prompt leaves no room for an assistant token is an error."""
+        tokens = self._tokens(example, "targets", i)
+        kept = np.asarray(example["loss_weights"], np.int32)
+        if kept.shape != tokens.shape:
+            raise DataError(f"{self._where(example, i)}: 'loss_weights' has shape {kept.shape}, "
+                            f"its targets {tokens.shape}; give one weight per target token.")
+        if tokens.size <= limit:
+            return tokens, kept
+        ends = np.asarray(example.get("turn_ends", ()), np.int64)
+        fitting = ends[ends <= limit]
+        truncated["conversations"] = truncated.get("conversations", 0) + 1
+        if fitting.size and kept[:fitting.max()].any():
+            cut = int(fitting.max())
+            truncated["turns"] = truncated.get("turns", 0) + int((ends > cut).sum())
+            return tokens[:cut], kept[:cut]
+        first = int(np.argmax(kept > 0)) if kept.any() else tokens.size
+        if first + 2 > limit:
+            where = example.get("record", self._where(example, i))
+            raise DataError(
+                f"conversation at {where}: its first assistant turn starts at token {first}, "
+                f"so a sequence of {limit} tokens holds none of it; raise the targets length "
+                "of TASK_FEATURE_LENGTHS or shorten the conversation's prompt.")
+        later = ends[ends > first]  # the end of the turn the first trained token is in
+        end = int(later[0]) if later.size else tokens.size
+        truncated["inside_turn"] = truncated.get("inside_turn", 0) + 1
+        truncated["turns"] = truncated.get("turns", 0) + int((ends > end).sum())
+        keep = np.r_[np.arange(limit - 1), end - 1]
+        return tokens[keep], kept[keep]
+
+    def _decoder_start(self, example: Mapping, i: int) -> int:
+        value = example.get("decoder_start", self.bos_id)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise DataError(f"{self._where(example, i)}: 'decoder_start' must be a "
+                            f"non-negative token id; got {value!r}.")
+        return int(value)
 
     @staticmethod
     def _where(example: Mapping, i: int) -> str:
@@ -240,16 +304,21 @@ class _Converter:
         return out.reshape(rows, length)
 
     def _decoder_inputs(self, rows: int, length: int, layout: _Layout,
-                        targets: np.ndarray) -> np.ndarray:
-        """Targets shifted right by one with BOS in front, per segment if packed (as SeqIO)."""
+                        targets: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+        """Targets shifted right by one with BOS (or the example's ``decoder_start``) in front,
+        per segment if packed (as SeqIO)."""
+        first = layout.position == 0
+        start_ids = (np.full(int(first.sum()), self.bos_id, np.int32) if starts is None
+                     else starts[layout.example[first]])
         if not self.pack:  # SeqIO shifts the padded row: the first pad slot gets the last token.
             shifted = np.full_like(targets, PAD_ID)
             shifted[:, 0] = self.bos_id
+            shifted[layout.dest[first] // length, 0] = start_ids
             shifted[:, 1:] = targets[:, :-1]
             return shifted
         shifted = np.empty_like(layout.tokens)
         shifted[1:] = layout.tokens[:-1]
-        shifted[layout.position == 0] = self.bos_id
+        shifted[first] = start_ids
         return self._scatter(rows, length, layout.dest, shifted)
 
 
@@ -369,8 +438,9 @@ class DecoderFeatureConverter(_Converter):
                         f"example {i} has 'inputs' but task_feature_lengths has no 'inputs' "
                         "length, so they would be dropped; add an 'inputs' length (prefix LM)."
                     )
-        window = self._window(examples, task_feature_lengths, optional=("inputs",))
         length = sum(task_feature_lengths.values())
+        window = self._window(examples, task_feature_lengths, optional=("inputs",),
+                              conversation_length=length)
         n = len(examples)
         input_len = window.lengths["inputs"] if prefix_lm else np.zeros(n, np.int64)
         if prefix_lm:
@@ -385,11 +455,19 @@ class DecoderFeatureConverter(_Converter):
 
         targets = scatter(layout.tokens)
         is_input = layout.position < input_len[layout.example]
-        loss = ~is_input if self.loss_on_targets_only else np.ones_like(is_input)
+        loss = (~is_input if self.loss_on_targets_only else np.ones_like(is_input)).astype(
+            np.int32)
+        if any(w is not None for w in window.weights):  # conversations bring their own mask
+            order = [i for b in bins for i in b]
+            explicit = np.concatenate([
+                window.weights[i] if window.weights[i] is not None
+                else np.full(parts[i].size, -1, np.int32) for i in order])
+            loss = np.where(explicit >= 0, explicit, loss)
         out = {
             "decoder_target_tokens": targets,
-            "decoder_input_tokens": self._decoder_inputs(rows, length, layout, targets),
-            "decoder_loss_weights": scatter(loss.astype(np.int32)),
+            "decoder_input_tokens": self._decoder_inputs(rows, length, layout, targets,
+                                                         window.starts),
+            "decoder_loss_weights": scatter(loss),
         }
         if prefix_lm:
             causal = layout.position <= input_len[layout.example]

@@ -30,6 +30,8 @@ class MemberReport:
     input_lengths: tuple[int, int, int]  # p50, p95, max (tokens incl. EOS); zeros if none
     target_lengths: tuple[int, int, int]
     truncated: int  # sampled examples longer than a task feature length
+    trained_tokens: int  # tokens the loss is on (targets; a conversation's assistant turns)
+    total_tokens: int  # every token fed (inputs and targets; a whole conversation)
     # (location, reason) of the records the task's source left out (on_bad_record="skip").
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
@@ -64,6 +66,15 @@ def _skipped(task_name: str, split: str) -> list[tuple[str, str]]:
     return list(entry[0].source(split).skipped) if entry is not None else []
 
 
+def _too_long(example: Mapping[str, Any], lengths: Mapping[str, int]) -> bool:
+    """Whether a feature converter would cut ``example`` (a conversation: to the sum of the
+    lengths, the decoder's sequence length)."""
+    if "loss_weights" in example:
+        return len(example["targets"]) > sum(lengths.values())
+    return any(len(example[f]) > lengths[f] for f in ("inputs", "targets")
+               if f in example and f in lengths)
+
+
 def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train", seed: int = 0,
                    task_feature_lengths: Mapping[str, int] | None = None,
                    num_rendered: int = 3, mixing: str = "exact") -> MixtureReport:
@@ -89,14 +100,17 @@ def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train",
         mine = per_task.get(task_id, [])
         inputs = [len(e["inputs"]) for e in mine if "inputs" in e]
         targets = [len(e["targets"]) for e in mine if "targets" in e]
-        truncated = sum(
-            any(len(e[f]) > lengths[f] for f in ("inputs", "targets") if f in e and f in lengths)
-            for e in mine)
+        truncated = sum(_too_long(e, lengths) for e in mine)
+        trained = sum(int(np.sum(e["loss_weights"])) if "loss_weights" in e
+                      else len(e["targets"]) for e in mine)
+        total = sum(len(e["targets"]) + len(e.get("inputs", ())) + ("decoder_start" in e)
+                    for e in mine)
         members.append(MemberReport(
             task=task_name, rate=rates[task_name], expected_share=float(stream.shares[task_id]),
             realized_count=len(mine), realized_share=len(mine) / max(num_examples, 1),
             input_lengths=_percentiles(inputs), target_lengths=_percentiles(targets),
-            truncated=int(truncated), skipped=_skipped(task_name, split)))
+            truncated=int(truncated), trained_tokens=int(trained), total_tokens=int(total),
+            skipped=_skipped(task_name, split)))
 
     rendered = []
     choices = stream.schedule.choices(0, min(num_rendered, num_examples))

@@ -22,11 +22,14 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from flantune.data.chat.encoding import hf_vocabulary
+from flantune.data.chat.tasks import ChatTask, chat_task_for
 from flantune.data.errors import DataError
 from flantune.data.mixtures import get_provider, task_shares
 from flantune.data.seeding import rng_for
 from flantune.data.tasks import FlanTask, flan_task_for, token_length_fn
 from flantune.data.variants import Variant
+from flantune.data.vocabulary import encode_batch
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _RANDOM_BLOCK = 4096
@@ -62,13 +65,6 @@ class MixingSchedule:
                 lo, hi = max(start, first), min(stop, first + _RANDOM_BLOCK)
                 u[lo - start:hi - start] = draws[lo - first:hi - first]
         return np.searchsorted(self._cdf, u, side="right").clip(0, len(self.shares) - 1)
-
-
-def _tokenize(vocabulary: seqio.Vocabulary, texts: list[str]) -> list[list[int]]:
-    tokenizer = getattr(vocabulary, "tokenizer", None)
-    if tokenizer is not None:
-        return tokenizer.encode(texts)  # batched in C++; extra ids never occur in plain text
-    return [list(vocabulary.encode(text)) for text in texts]
 
 
 class FlanTaskExamples:
@@ -107,11 +103,34 @@ class FlanTaskExamples:
         for name in ("inputs", "targets"):
             if name not in features:
                 continue
-            ids = _tokenize(features[name].vocabulary, [r[name] for r in rendered])
+            ids = encode_batch(features[name].vocabulary, [r[name] for r in rendered])
             eos = [features[name].vocabulary.eos_id] if features[name].add_eos else []
             for example, tokens in zip(out, ids, strict=True):
                 example[name] = np.asarray(list(tokens) + eos, dtype=np.int32)
         return out
+
+
+class ChatTaskExamples(FlanTaskExamples):
+    """Random-access examples of a chat task: whole conversations with their loss mask, in the
+    same seeded record order as templated tasks."""
+
+    def __init__(self, chat_task: ChatTask, split: str, *, seed: int, process_index: int = 0,
+                 process_count: int = 1):
+        super().__init__(chat_task, None, split, seed=seed, process_index=process_index,
+                         process_count=process_count)
+
+    def get_many(self, ks: Sequence[int]) -> list[dict[str, Any]]:
+        return [self.flan_task.example(self.split, self._record_index(int(k))[0]) for k in ks]
+
+    def rendered(self, k: int) -> dict[str, Any]:
+        """The rendered conversation of example ``k``, its tokens and loss mask."""
+        index, _ = self._record_index(int(k))
+        encoded = self.flan_task.encode(self.split, index)
+        _, offsets = hf_vocabulary(self.flan_task.vocabulary).encode_with_offsets(encoded.text)
+        return {"conversation": encoded.text, "tokens": encoded.tokens,
+                "loss_mask": encoded.loss_mask, "offsets": offsets,
+                "template": self.flan_task.chat_template().name, "variant": "chat",
+                "num_exemplars": 0}
 
 
 class SeqioTaskExamples:
@@ -160,6 +179,10 @@ class SeqioTaskExamples:
 def task_examples(task_name: str, split: str, *, seed: int, process_index: int = 0,
                   process_count: int = 1) -> FlanTaskExamples | SeqioTaskExamples:
     """The example reader for a leaf task: fast random access for flantune tasks."""
+    chat = chat_task_for(task_name)
+    if chat is not None:
+        return ChatTaskExamples(chat, split, seed=seed, process_index=process_index,
+                                process_count=process_count)
     found = flan_task_for(task_name)
     if found is not None:
         flan_task, variant = found

@@ -33,39 +33,28 @@ from flantune.data.variants import (
     variant_task_name,
     variants_for,
 )
-from flantune.data.vocabulary import default_output_features
+from flantune.data.vocabulary import default_output_features, encode_batch
 
 _VALID_NAME = re.compile(r"^[\w.:]+$")  # what seqio accepts as a task or mixture name
 RecordFn = Callable[[dict[str, Any]], dict[str, Any]]
 SourceFn = Callable[[str], "RecordSource | Iterable[Mapping[str, Any]]"]
 
 
-@dataclasses.dataclass(eq=False)
-class FlanTask:
-    """A templated task: where its records come from, how they are rendered and scored."""
+class RecordTask:
+    """The records of a task's splits, read through its ``source_fn`` and ``record_fn``.
+
+    Shared by templated tasks and chat tasks; the subclass has ``name``, ``source_fn``,
+    ``splits``, ``record_fn`` and calls ``_init_records()``.
+    """
 
     name: str
     source_fn: SourceFn
-    templates: tuple[Template, ...]
-    splits: tuple[str, ...] = ("train", "validation")
-    record_fn: RecordFn | None = None
-    has_options: bool = False
-    few_shot: FewShotConfig | None = None
-    variants: tuple[Variant, ...] = ()
-    output_features: Mapping[str, seqio.Feature] = dataclasses.field(
-        default_factory=default_output_features)
-    postprocess_fn: Callable | None = None
-    metric_fns: tuple[Callable, ...] = ()
-    seed: int = 0
-    cluster: str | None = None
-    description: str = ""
+    splits: tuple[str, ...]
+    record_fn: RecordFn | None
 
-    def __post_init__(self):
+    def _init_records(self) -> None:
         self._sources: dict[str, RecordSource] = {}
-        self._exemplars: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        if not self.templates:
-            raise DataError(f"Task '{self.name}' has no templates; give it at least one.")
 
     # -- records -------------------------------------------------------------------------
     def source(self, split: str) -> RecordSource:
@@ -89,13 +78,6 @@ class FlanTask:
     def num_records(self, split: str) -> int:
         return len(self.source(split))
 
-    def exemplar(self, index: int) -> dict[str, Any]:
-        """Train record ``index`` as a few-shot exemplar (the pool is cached: it is reused)."""
-        cached = self._exemplars.get(index)
-        if cached is None:
-            cached = self._exemplars[index] = self.record("train", index)
-        return dict(cached)
-
     def record(self, split: str, index: int) -> dict[str, Any]:
         """Record ``index`` of ``split`` after the task's ``record_fn``."""
         source = self.source(split)
@@ -109,6 +91,40 @@ class FlanTask:
         except Exception as err:  # noqa: BLE001 - re-raised with the record's location.
             raise RecordError(f"record_fn failed: {type(err).__name__}: {err}",
                               path=source.where(index), task=self.name) from err
+
+
+@dataclasses.dataclass(eq=False)
+class FlanTask(RecordTask):
+    """A templated task: where its records come from, how they are rendered and scored."""
+
+    name: str
+    source_fn: SourceFn
+    templates: tuple[Template, ...]
+    splits: tuple[str, ...] = ("train", "validation")
+    record_fn: RecordFn | None = None
+    has_options: bool = False
+    few_shot: FewShotConfig | None = None
+    variants: tuple[Variant, ...] = ()
+    output_features: Mapping[str, seqio.Feature] = dataclasses.field(
+        default_factory=default_output_features)
+    postprocess_fn: Callable | None = None
+    metric_fns: tuple[Callable, ...] = ()
+    seed: int = 0
+    cluster: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        self._init_records()
+        self._exemplars: dict[int, dict[str, Any]] = {}
+        if not self.templates:
+            raise DataError(f"Task '{self.name}' has no templates; give it at least one.")
+
+    def exemplar(self, index: int) -> dict[str, Any]:
+        """Train record ``index`` as a few-shot exemplar (the pool is cached: it is reused)."""
+        cached = self._exemplars.get(index)
+        if cached is None:
+            cached = self._exemplars[index] = self.record("train", index)
+        return dict(cached)
 
     # -- rendering ----------------------------------------------------------------------
     def task_name(self, variant: Variant) -> str:
@@ -209,10 +225,7 @@ def token_length_fn(output_features: Mapping[str, seqio.Feature]) -> Callable[[s
     vocabulary = feature.vocabulary
 
     def length(text: str) -> int:
-        tokenizer = getattr(vocabulary, "tokenizer", None)
-        if tokenizer is not None:
-            return len(tokenizer.encode(text))
-        return len(vocabulary.encode(text))
+        return len(encode_batch(vocabulary, [text])[0])
 
     return length
 

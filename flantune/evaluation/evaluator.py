@@ -11,6 +11,7 @@ evaluated on its own: a task that fails is reported by name and the others are s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -111,11 +112,10 @@ class Evaluator:
         self.spec, self.config = spec, config
         self.lengths = dict(config.task_feature_lengths or task_feature_lengths)
         self.tasks = resolve_tasks(config)
-        self.predictor = Predictor(spec, config.decode, self.lengths, config.batch_size,
-                                   mesh, rules)
-        self.scorer = Scorer(spec, self.lengths, config.batch_size, mesh, rules,
-                             param_shardings)
+        self._param_shardings = param_shardings
         self._examples: dict[str, list[EvalExample] | Exception] = {}
+        self._mesh, self._rules = mesh, rules
+        self._chat_predictors: dict[tuple[int, int, int], Predictor] = {}
 
     def examples(self, task: str) -> list[EvalExample]:
         if task not in self._examples:
@@ -162,8 +162,12 @@ class Evaluator:
             texts, scores, option_scores = self._rank(params, task, examples)
         else:
             result.method = "generate"
-            predictions = self.predictor(params, [ex.input_tokens for ex in examples], rng)
+            chat = examples[0].stop_id is not None
+            predictor = self._chat_predictor(examples) if chat else self.predictor
+            predictions = predictor(params, [ex.input_tokens for ex in examples], rng)
             texts = [vocabulary.decode(p.tokens.tolist()) for p in predictions]
+            if chat:  # the templates strip an assistant message's surrounding spaces
+                texts = [t.strip() for t in texts]
             scores, option_scores = [p.score for p in predictions], None
         empty = sum(not t.strip() for t in texts)
         if empty:
@@ -178,6 +182,31 @@ class Evaluator:
                                              strict=True)]
         if compute_metrics:
             self._metrics(params, task, examples, texts, result)
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        """Decodes the templated tasks' inputs (built when first needed: a run of chat tasks
+        only has no 'inputs' length)."""
+        return Predictor(self.spec, self.config.decode, self.lengths, self.config.batch_size,
+                         self._mesh, self._rules)
+
+    @functools.cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(self.spec, self.lengths, self.config.batch_size, self._mesh, self._rules,
+                      self._param_shardings)
+
+    def _chat_predictor(self, examples: Sequence[EvalExample]) -> Predictor:
+        """A predictor for chat prompts: as long as the longest prompt (in steps of 64), and up
+        to twice the longest reference answer (in steps of 32, within the targets length)."""
+        prompt = -(-max(ex.input_tokens.size for ex in examples) // 64) * 64
+        answer = min(-(-2 * max(ex.target_tokens.size for ex in examples) // 32) * 32,
+                     int(self.lengths["targets"]))
+        key = (prompt, answer, int(examples[0].stop_id))
+        if key not in self._chat_predictors:
+            self._chat_predictors[key] = Predictor(
+                self.spec, self.config.decode, {"inputs": prompt, "targets": answer},
+                self.config.batch_size, self._mesh, self._rules, chat_stop_id=key[2])
+        return self._chat_predictors[key]
 
     def _rank(self, params: PyTree, task: seqio.Task, examples: Sequence[EvalExample]
               ) -> tuple[list[str], list[float], list[list[float]]]:

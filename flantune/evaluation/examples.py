@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import seqio
 
+from flantune.data.chat.tasks import ChatTask, chat_task_for
 from flantune.data.errors import DataError
 from flantune.data.mixtures import leaf_tasks
 from flantune.data.tasks import flan_task_for, token_length_fn
@@ -40,6 +41,9 @@ class EvalExample:
     options: tuple[str, ...] = ()
     record: Mapping[str, Any] | None = None
     score_answer: Callable[[str | None, Mapping[str, Any]], float] | None = None
+    # Chat tasks: the template's end-of-turn id. The prompt is the conversation rendered with
+    # the generation prompt, decoded causally as given (as transformers does); None otherwise.
+    stop_id: int | None = None
 
     def features(self) -> dict[str, Any]:
         """What ``postprocess_fn(..., example=...)`` receives (SeqIO's pretokenized keys, plus
@@ -84,6 +88,9 @@ def load_examples(task_name: str, split: str, max_examples: int | None = None
     if split not in task.splits:
         raise TaskEvalError(task_name, f"has no split '{split}' (its splits: "
                                        f"{list(task.splits)}); evaluate another split.")
+    chat = chat_task_for(task_name)
+    if chat is not None:
+        return _chat_examples(chat, split, max_examples)
     flan = flan_task_for(task_name)
     if flan is None:
         return _seqio_examples(task, split, max_examples)
@@ -107,6 +114,21 @@ def load_examples(task_name: str, split: str, max_examples: int | None = None
             target_tokens=encode(features["targets"].vocabulary, rendered["targets"],
                                  features["targets"].add_eos),
             options=options, record=record, score_answer=scorer))
+    return examples
+
+
+def _chat_examples(chat: ChatTask, split: str, max_examples: int | None) -> list[EvalExample]:
+    """A chat task's conversations up to their last assistant turn, which is the reference."""
+    count = chat.num_records(split)
+    count = count if max_examples is None else min(count, max_examples)
+    stop_id = chat.end_of_turn_id()
+    examples = []
+    for index in range(count):
+        prompt, tokens, answer = chat.prompt_and_answer(split, index)
+        examples.append(EvalExample(
+            task=chat.name, index=index, inputs=prompt, targets=answer, input_tokens=tokens,
+            target_tokens=np.asarray([*chat.vocabulary.encode(answer), stop_id], np.int32),
+            record=chat.record(split, index), stop_id=stop_id))
     return examples
 
 

@@ -26,13 +26,18 @@ class Prediction:
     score: float  # summed log-probability (beam search: the length-penalised score)
 
 
-def decode_config_for(spec: ModelSpec, config: DecodeConfig, targets_length: int
-                      ) -> DecodeConfig:
+def decode_config_for(spec: ModelSpec, config: DecodeConfig, targets_length: int,
+                      chat_stop_id: int | None = None) -> DecodeConfig:
     """``config`` with the decode length of the targets feature and, for decoder-only models,
     the sequences flantune's PrefixLM features train on: BOS 0 before each prompt (unless
-    ``bos_id`` is set) and bidirectional attention over the prompt."""
+    ``bos_id`` is set) and bidirectional attention over the prompt. Chat prompts
+    (``chat_stop_id`` set) are decoded causally as given, stopping at the end-of-turn id."""
     updates: dict[str, Any] = {"max_decode_length": targets_length}
-    if spec.family == "decoder":
+    if chat_stop_id is not None:
+        if spec.family != "decoder":
+            raise ValueError("chat tasks decode with decoder-only models.")
+        updates.update(prefix_lm=False, bos_id=None, eos_id=chat_stop_id)
+    elif spec.family == "decoder":
         updates["prefix_lm"] = True
         if config.bos_id is None:
             updates["bos_id"] = 0
@@ -44,12 +49,14 @@ class Predictor:
 
     def __init__(self, spec: ModelSpec, decode: DecodeConfig,
                  task_feature_lengths: dict[str, int], batch_size: int,
-                 mesh: Mesh | None = None, rules: partitioning.LogicalAxisRules | None = None):
+                 mesh: Mesh | None = None, rules: partitioning.LogicalAxisRules | None = None,
+                 chat_stop_id: int | None = None):
         self.spec, self.batch_size, self.mesh = spec, batch_size, mesh
         self.inputs_length = int(task_feature_lengths.get("inputs", 0))
         if not self.inputs_length:
             raise ValueError("decoding needs an 'inputs' length in the task feature lengths.")
-        self.config = decode_config_for(spec, decode, int(task_feature_lengths["targets"]))
+        self.config = decode_config_for(spec, decode, int(task_feature_lengths["targets"]),
+                                        chat_stop_id)
         if mesh is not None:
             partitioning.check_batch_size(batch_size, mesh)
         # The spec's abstract model: with an adapter attached when it has one.

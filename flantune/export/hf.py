@@ -19,6 +19,16 @@ from pathlib import Path
 import jax
 from flax import nnx
 
+from flantune.data.chat.encoding import end_of_turn_id
+from flantune.data.chat.templates import (
+    TOKENIZER_TEMPLATE,
+    ChatTemplate,
+    get_chat_template,
+    template_from_tokenizer,
+)
+from flantune.data.errors import DataError
+from flantune.data.hf_vocabulary import HfTokenizerVocabulary, is_hf_tokenizer_path
+from flantune.data.vocabulary import resolve_vocabulary_path
 from flantune.models.build import build_model, model_params
 from flantune.models.config import DecoderConfig, ModelConfig
 from flantune.models.convert.checkpoint import (
@@ -29,6 +39,7 @@ from flantune.models.convert.checkpoint import (
     save_hf_checkpoint,
 )
 from flantune.models.convert.errors import CheckpointError
+from flantune.models.convert.hf_tokenizer import hf_token_ids, save_hf_tokenizer
 from flantune.models.convert.native import load_params
 from flantune.models.convert.tokenizer import save_tokenizer
 from flantune.peft.config import LoraConfig
@@ -99,10 +110,12 @@ def _load(location: checkpoint_kinds.CheckpointLocation, run: RunConfig | None
 def _vocabulary(source: Path, run: RunConfig | None, vocabulary: str | None,
                 extra_ids: int | None) -> tuple[str, int]:
     if vocabulary is not None:
-        path, ids = vocabulary, extra_ids or 0
+        path, ids = resolve_vocabulary_path(vocabulary), extra_ids or 0
     elif run is not None:
-        path = run.vocabulary_path or _demo_vocabulary_path()
+        path = resolve_vocabulary_path(run.vocabulary_path or _demo_vocabulary_path())
         ids = run.extra_ids if extra_ids is None else extra_ids
+        if is_hf_tokenizer_path(path):
+            return path, ids
         if not Path(path).is_file():
             raise CheckpointError(
                 f"{run.source} trained with the vocabulary {path}, which does not exist here; "
@@ -199,16 +212,24 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
     else:
         config, params = _load(location, run)
     # A run trained with a flantune vocabulary, or one named here: flantune's ids (pad 0, eos 1,
-    # sequences start with 0); otherwise the ids of the config.json it was converted from.
-    ids = flantune_token_ids(config) if run is not None or vocab is not None \
-        else config_token_ids(config)
+    # sequences start with 0); otherwise the ids of the config.json it was converted from. A
+    # Hugging Face tokenizer's ids are its own (see hf_token_ids).
+    chat = _chat_template(run)
+    hf_vocab = _hf_vocabulary(vocab[0]) if vocab is not None and is_hf_tokenizer_path(
+        vocab[0]) else None
+    if hf_vocab is not None:
+        ids = hf_token_ids(hf_vocab, _stop_id(chat, hf_vocab))
+    elif run is not None or vocab is not None:
+        ids = flantune_token_ids(config)
+    else:
+        ids = config_token_ids(config)
     tokenizer_files: list[Path] = []
     final = Path(destination)
     # Everything is written into a staging directory beside the destination and moved into
     # place only when all of it (tokenizer check included) succeeded: no half-written export.
     with _staged(final) as destination:
         files, tokenizer_files = _write(config, params, destination, vocab, run, ids, warnings,
-                                        extra_config, max_shard_size, dtype)
+                                        extra_config, max_shard_size, dtype, chat)
     moved = [final / f.relative_to(destination) for f in files]
     written = [*moved, final / "config.json", final / GENERATION_CONFIG_FILE]
     return Export(config, ids, written, [final / f.relative_to(destination)
@@ -249,13 +270,44 @@ def _export_adapter(location: checkpoint_kinds.CheckpointLocation, reference: Ad
                   [], [note])
 
 
+def _chat_template(run: RunConfig | None) -> ChatTemplate | None:
+    """The chat template the run chose (None: none named, or the tokenizer's own)."""
+    if run is None or run.chat_template in (None, TOKENIZER_TEMPLATE):
+        return None
+    try:
+        return get_chat_template(run.chat_template)
+    except DataError as err:
+        raise CheckpointError(f"{run.source}: {err}") from None
+
+
+def _hf_vocabulary(path: str) -> HfTokenizerVocabulary:
+    try:
+        return HfTokenizerVocabulary(path)
+    except DataError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _stop_id(chat: ChatTemplate | None, vocabulary: HfTokenizerVocabulary) -> int | None:
+    if chat is None and vocabulary.chat_template is None:
+        return None
+    template = chat or template_from_tokenizer(vocabulary)
+    try:
+        return end_of_turn_id(template, vocabulary)
+    except DataError as err:
+        raise CheckpointError(str(err)) from None
+
+
 def _write(config: ModelConfig, params, destination: Path, vocab, run: RunConfig | None, ids,
-           warnings: list[str], extra_config: dict, max_shard_size: int, dtype: str | None
-           ) -> tuple[list[Path], list[Path]]:
-    """Writes the tokenizer (checked against SentencePiece) and the weights into
+           warnings: list[str], extra_config: dict, max_shard_size: int, dtype: str | None,
+           chat: ChatTemplate | None = None) -> tuple[list[Path], list[Path]]:
+    """Writes the tokenizer (checked against flantune's encoding) and the weights into
     `destination`; returns the weight files and the tokenizer files."""
     tokenizer_files: list[Path] = []
-    if vocab is not None:
+    if vocab is not None and is_hf_tokenizer_path(vocab[0]):
+        tokenizer_files = save_hf_tokenizer(
+            _hf_vocabulary(vocab[0]), destination, vocab_size=config.vocab_size,
+            chat_template=None if chat is None else chat.source)
+    elif vocab is not None:
         is_decoder = isinstance(config, DecoderConfig)
         tokenizer_files = save_tokenizer(
             vocab[0], destination, extra_ids=vocab[1], add_bos=is_decoder,

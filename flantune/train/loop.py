@@ -126,7 +126,7 @@ def _check_vocabulary(config: TrainConfig) -> None:
     if config.model.vocab_size < size:
         raise TrainError(
             f"The model's vocab_size {config.model.vocab_size} is smaller than the vocabulary's "
-            f"{size} ids ({DEFAULT_VOCABULARY.sentencepiece_model_file}); set the model config's "
+            f"{size} ids ({DEFAULT_VOCABULARY.describe()}); set the model config's "
             "vocab_size to at least that, or choose a smaller vocabulary.")
 
 

@@ -53,6 +53,7 @@ class RunConfig:
     task_feature_lengths: dict[str, int] | None
     vocabulary_path: str | None
     extra_ids: int
+    chat_template: str | None = None  # flantune.chat_template.name, when the run set it
 
     @property
     def prefix_lm(self) -> bool:
@@ -146,7 +147,8 @@ def read_run_config(model_dir: str | Path) -> RunConfig:
         source=source, model=bindings.build(model, "model_config.config"),
         task_feature_lengths=None if lengths is None else dict(lengths),
         vocabulary_path=bindings.get("vocabulary", "path"),
-        extra_ids=int(bindings.get("vocabulary", "extra_ids", 0)))
+        extra_ids=int(bindings.get("vocabulary", "extra_ids", 0)),
+        chat_template=bindings.get("chat_template", "name"))
 
 
 __all__ = ["RunConfig", "RunConfigError", "read_run_config"]
