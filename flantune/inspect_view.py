@@ -18,7 +18,7 @@ def _lengths(triple: tuple[int, int, int]) -> str:
 
 
 def print_report(report: MixtureReport, console: Console | None = None) -> None:
-    console = console or Console(width=max(Console().width, 140))
+    console = console or Console(width=max(Console().width, 170))
     lengths = ", ".join(f"{k}={v}" for k, v in report.task_feature_lengths.items())
     console.print(f"[bold]{report.name}[/bold]: {len(report.members)} tasks, split "
                   f"'{report.split}', {report.num_examples} sampled examples, "
