@@ -109,8 +109,8 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self.stream = ExampleStream(mixture_or_task, split=split, seed=seed,
                                     process_index=process_index, process_count=process_count,
                                     mixing=mixing)
-        self.converter = make_converter(converter, pack=pack) if isinstance(converter, str) \
-            else converter
+        self.converter = make_converter(converter, pack=pack, eos_id=self._eos_id()) \
+            if isinstance(converter, str) else converter
         self.task_feature_lengths = dict(task_feature_lengths)
         self.batch_size, self.window, self.seed = batch_size, window, seed
         self.vocab_size = vocab_size
@@ -119,6 +119,22 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self._state = IteratorState(counts=[0] * len(self.stream.task_names),
                                     fingerprint=self._fingerprint)
         self._rows: dict[str, np.ndarray] | None = None  # rows of the current window
+
+    def _eos_id(self) -> int:
+        """The EOS id a truncated feature ends with: the tasks' vocabulary's (SentencePiece
+        vocabularies have 1; a Hugging Face tokenizer its own), which must be the same for all."""
+        import seqio
+
+        ids = set()
+        for name in self.stream.task_names:
+            feature = seqio.get_mixture_or_task(name).output_features.get("targets")
+            eos = None if feature is None else feature.vocabulary.eos_id
+            if eos is not None:
+                ids.add(int(eos))
+        if len(ids) > 1:
+            raise DataError(f"The tasks of '{self.stream.name}' use vocabularies with different "
+                            f"EOS ids {sorted(ids)}; one model trains on one vocabulary.")
+        return ids.pop() if ids else 1
 
     @property
     def task_names(self) -> list[str]:

@@ -70,6 +70,21 @@ class ConversionStats:
 
     __add__ = merge
 
+    def truncation_summary(self) -> str | None:
+        """One line on what the windows converted so far cut, or None when nothing was."""
+        parts = [f"{self.truncated[f]} with {f} truncated" for f in ("inputs", "targets")
+                 if self.truncated.get(f)]
+        if self.truncated.get("conversations"):
+            parts.append(
+                f"{self.truncated['conversations']} conversation(s) cut after the last "
+                f"assistant turn that fits ({self.truncated.get('turns', 0)} assistant turn(s) "
+                f"dropped; {self.truncated.get('inside_turn', 0)} cut inside their first "
+                "turn, keeping its end-of-turn token)")
+        if not parts:
+            return None
+        return (f"of {self.examples} examples read: " + "; ".join(parts)
+                + ". Raise TASK_FEATURE_LENGTHS to keep them whole.")
+
     def occupancy(self) -> dict[str, float]:
         """Per token model feature, the share of slots holding real tokens."""
         return {k: self.tokens[k] / self.slots[k] for k in self.slots if self.slots[k]}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import seqio
 
+from flantune.data.chat.tasks import chat_task_for
 from flantune.data.mixtures import get_provider
 from flantune.data.stream import ExampleStream
 from flantune.data.tasks import flan_task_for
@@ -63,7 +64,8 @@ def _describe_rate(rate: Any) -> str:
 def _skipped(task_name: str, split: str) -> list[tuple[str, str]]:
     """The records a flantune task's source left out of ``split`` (none for plain seqio)."""
     entry = flan_task_for(task_name)
-    return list(entry[0].source(split).skipped) if entry is not None else []
+    task = entry[0] if entry is not None else chat_task_for(task_name)
+    return list(task.source(split).skipped) if task is not None else []
 
 
 def _too_long(example: Mapping[str, Any], lengths: Mapping[str, int]) -> bool:

@@ -116,6 +116,7 @@ class Evaluator:
         self._examples: dict[str, list[EvalExample] | Exception] = {}
         self._mesh, self._rules = mesh, rules
         self._chat_predictors: dict[tuple[int, int, int], Predictor] = {}
+        self._predictors: dict[int, Predictor] = {}
 
     def examples(self, task: str) -> list[EvalExample]:
         if task not in self._examples:
@@ -163,7 +164,8 @@ class Evaluator:
         else:
             result.method = "generate"
             chat = examples[0].stop_id is not None
-            predictor = self._chat_predictor(examples) if chat else self.predictor
+            predictor = (self._chat_predictor(examples) if chat
+                         else self.predictor(vocabulary.eos_id))
             predictions = predictor(params, [ex.input_tokens for ex in examples], rng)
             texts = [vocabulary.decode(p.tokens.tolist()) for p in predictions]
             if chat:  # the templates strip an assistant message's surrounding spaces
@@ -183,12 +185,21 @@ class Evaluator:
         if compute_metrics:
             self._metrics(params, task, examples, texts, result)
 
-    @functools.cached_property
-    def predictor(self) -> Predictor:
-        """Decodes the templated tasks' inputs (built when first needed: a run of chat tasks
-        only has no 'inputs' length)."""
-        return Predictor(self.spec, self.config.decode, self.lengths, self.config.batch_size,
-                         self._mesh, self._rules)
+    def predictor(self, eos_id: int | None = None) -> Predictor:
+        """Decodes templated tasks' inputs, stopping at `eos_id` (the task vocabulary's EOS;
+        built when first needed: a run of chat tasks only has no 'inputs' length)."""
+        decode = self.config.decode
+        if eos_id is not None and eos_id != decode.eos_id:
+            if decode.eos_id != DecodeConfig().eos_id:
+                raise ValueError(f"DecodeConfig.eos_id={decode.eos_id} differs from the task "
+                                 f"vocabulary's EOS id {eos_id}, where its examples end; drop "
+                                 "the binding (evaluation stops at the vocabulary's EOS).")
+            decode = dataclasses.replace(decode, eos_id=eos_id)
+        if decode.eos_id not in self._predictors:
+            self._predictors[decode.eos_id] = Predictor(
+                self.spec, decode, self.lengths, self.config.batch_size, self._mesh,
+                self._rules)
+        return self._predictors[decode.eos_id]
 
     @functools.cached_property
     def scorer(self) -> Scorer:
@@ -240,6 +251,10 @@ class Evaluator:
                                            f"{type(err).__name__}: {err}") from err
         calls: list[tuple[Callable, tuple]] = [(fn, (targets, predictions))
                                                for fn in task.predict_metric_fns]
+        if task.score_metric_fns and examples[0].stop_id is not None:
+            raise TaskEvalError(task.name, "score metrics need target log-likelihoods, which "
+                                           "flantune's scorer computes for templated tasks only; "
+                                           "give the chat task predict metrics instead")
         if task.score_metric_fns:
             target_scores = self.scorer(params, [(ex.input_tokens, ex.target_tokens)
                                                  for ex in examples])

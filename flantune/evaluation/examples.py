@@ -126,7 +126,10 @@ def _chat_examples(chat: ChatTask, split: str, max_examples: int | None) -> list
     for index in range(count):
         prompt, tokens, answer = chat.prompt_and_answer(split, index)
         examples.append(EvalExample(
-            task=chat.name, index=index, inputs=prompt, targets=answer, input_tokens=tokens,
+            # The reference without surrounding spaces, as predictions are compared (several
+            # templates strip them from what the model is trained to write).
+            task=chat.name, index=index, inputs=prompt, targets=answer.strip(),
+            input_tokens=tokens,
             target_tokens=np.asarray([*chat.vocabulary.encode(answer), stop_id], np.int32),
             record=chat.record(split, index), stop_id=stop_id))
     return examples

@@ -246,6 +246,9 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
             # The signal handlers stay installed until the last checkpoint is committed: a
             # SIGTERM now is recorded (and reported below) instead of killing the write.
             checkpointer.wait_until_finished()
+        cut = data.stats.truncation_summary()
+        if cut is not None and is_chief:
+            bar.print(f"Data (this process): {cut}")
         if stop.signal_name is not None and stopped_at is None:
             bar.print(f"{stop.signal_name} arrived while the last checkpoint was written; it "
                       f"was committed (step {checkpointer.latest_step()} in {config.model_dir}).")

@@ -67,3 +67,28 @@ def test_decoder_models_get_bos_zero_unless_configured():
     assert decode_config_for(decoder, DecodeConfig(bos_id=2), 7).bos_id == 2
     assert decode_config_for(t5, DecodeConfig(), 7).bos_id is None
     assert decode_config_for(t5, DecodeConfig(), 7).max_decode_length == 7
+
+
+def _causal_greedy(spec: ModelSpec, params, prompt: np.ndarray, steps: int) -> list[int]:
+    """Greedy continuation of `prompt` as transformers decodes: causal, nothing before it."""
+    model, out = spec.merge(params), []
+    for _ in range(steps):
+        sequence = np.asarray([*prompt, *out], np.int32)
+        out.append(int(np.argmax(model(jnp.asarray(sequence[None]), deterministic=True)[0, -1])))
+    return out
+
+
+def test_chat_prompts_decode_causally_and_stop_at_the_end_of_turn_token():
+    spec = ModelSpec.from_config(dataclasses.replace(DECODER, num_layers=2))
+    params = spec.init_params(jax.random.key(7))
+    prompt = np.array([3, 17, 22, 9, 30])
+    free = _causal_greedy(spec, params, prompt, NEW)
+    stop = free[2]
+    expected = free[:free.index(stop)]
+    config = decode_config_for(spec, DecodeConfig(), NEW, chat_stop_id=stop)
+    assert (config.bos_id, config.prefix_lm, config.eos_id) == (None, False, stop)
+    predictor = Predictor(spec, DecodeConfig(), {"inputs": 8, "targets": NEW}, batch_size=2,
+                          chat_stop_id=stop)
+    assert predictor(params, [prompt])[0].tokens.tolist() == expected
+    with pytest.raises(ValueError, match="decoder-only"):
+        decode_config_for(ModelSpec.from_config(T5), DecodeConfig(), NEW, chat_stop_id=stop)

@@ -30,7 +30,8 @@ def test_chat_demo_trains_answers_and_exports_for_transformers(tmp_path):
                      "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
                      "--gin.flantune.CheckpointConfig.save_interval_steps=4", *TINY]) == 0
     assert cli.main(["infer", "--gin_file=gin_configs/runs/demo_chat_model.gin",
-                     "--gin_file=gin_configs/runs/infer.gin", f"--gin.CHECKPOINT_PATH='{model_dir}'",
+                     "--gin_file=gin_configs/runs/infer.gin",
+                     f"--gin.CHECKPOINT_PATH='{model_dir}'",
                      "--gin.MIXTURE_OR_TASK_NAME='chat_sharegpt'", f"--gin.EVAL_OUTPUT_DIR='{out}'",
                      "--gin.EVAL_MAX_EXAMPLES=3", *TINY]) == 0
     predictions = [json.loads(line) for line in (out / "chat_sharegpt.jsonl").open()]

@@ -536,9 +536,108 @@ def adapter_cases() -> list[Case]:
     ]
 
 
+# ------------------------------------------------------------------------------------- chat
+
+GOOD_MESSAGES = {"messages": [{"role": "user", "content": "Hi"},
+                              {"role": "assistant", "content": "Hello!"}]}
+
+
+def _chat_task(directory: Path, name: str, records: list, template="llama2", **options):
+    """A chat task over `records` (JSONL, format 'messages') with the demo chat tokenizer."""
+    from flantune.data.chat import chat_task
+    from flantune.data.hf_vocabulary import HfTokenizerVocabulary
+    from flantune.data.sources import JsonlSource
+    from flantune.data.vocabulary import demo_chat_tokenizer_path
+
+    path = _write(directory, f"{name}.jsonl", _jsonl(*records))
+    vocabulary = options.pop("vocabulary", None) or HfTokenizerVocabulary(
+        demo_chat_tokenizer_path())
+    return chat_task(name, template=template, vocabulary=vocabulary, splits=("train",),
+                     **options)(lambda split: JsonlSource(path, format="messages", task=name))
+
+
+def _read_chat(task, count: int):
+    from flantune.data.stream import task_examples
+
+    return task_examples(task.name, "train", seed=0).get_many(range(count))
+
+
+def _nothing_to_train(directory: Path):
+    from flantune.data.chat import ChatTemplate
+
+    users_only = ChatTemplate("users_only", "{% for m in messages %}{% if m['role'] == 'user' "
+                                            "%}{{ m['content'] }}{% endif %}{% endfor %}")
+    task = _chat_task(directory, "robust_chat_empty", [GOOD_MESSAGES] * 3, template=users_only)
+    return _read_chat(task, 3)
+
+
+def _template_tokens_missing(directory: Path):
+    from flantune.data.hf_tokenizer_training import BASE_SPECIAL_TOKENS, train_hf_tokenizer
+    from flantune.data.hf_vocabulary import HfTokenizerVocabulary
+
+    tokenizer = train_hf_tokenizer(["some text to train on"] * 20, directory / "tok",
+                                   vocab_size=300, special_tokens=BASE_SPECIAL_TOKENS)
+    task = _chat_task(directory, "robust_chat_chatml", [GOOD_MESSAGES], template="chatml",
+                      vocabulary=HfTokenizerVocabulary(tokenizer))
+    return _read_chat(task, 1)
+
+
+def _prompt_too_long(directory: Path):
+    from flantune.data.feature_converters import DecoderFeatureConverter
+
+    long = {"messages": [{"role": "user", "content": "word " * 300},
+                         {"role": "assistant", "content": "ok"}]}
+    task = _chat_task(directory, "robust_chat_long", [long])
+    return DecoderFeatureConverter().convert(_read_chat(task, 1), {"targets": 64})
+
+
+def _text_id_zero(directory: Path):
+    from flantune.data.hf_tokenizer_training import train_hf_tokenizer
+    from flantune.data.vocabulary import set_vocabulary
+
+    path = train_hf_tokenizer(["abc def"] * 20, directory / "tok", vocab_size=280)
+    data = json.loads((directory / "tok" / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    byte = next(t for t, i in vocab.items() if i == len(data["added_tokens"]))
+    vocab[byte], vocab["<pad>"] = 0, vocab[byte]
+    data["added_tokens"][0]["id"] = vocab["<pad>"]
+    (directory / "tok" / "tokenizer.json").write_text(json.dumps(data))
+    try:
+        set_vocabulary(path)
+    finally:
+        set_vocabulary(None)
+
+
+def chat_cases() -> list[Case]:
+    cat = "chat"
+    bad_turns = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}
+    return [
+        _source_case("messages: two user turns in a row", cat, "q.jsonl",
+                     _jsonl(GOOD_MESSAGES, bad_turns, GOOD_MESSAGES), "jsonl", 2, 2,
+                     ("message 2", "alternate"), format="messages"),
+        _source_case("messages: no assistant turn", cat, "r.jsonl",
+                     _jsonl(GOOD_MESSAGES, {"messages": [{"role": "user", "content": "a"}]},
+                            GOOD_MESSAGES), "jsonl", 2, 2, ("no assistant turn",),
+                     format="messages"),
+        Case("conversation with no token to train", cat, _nothing_to_train,
+             ("robust_chat_empty", "robust_chat_empty.jsonl:", "no token to train on")),
+        Case("unknown chat template", cat,
+             lambda d: _chat_task(d, "robust_chat_unknown", [GOOD_MESSAGES], template="llama9"),
+             ("llama9", "llama2", "chatml")),
+        Case("unknown chat template in gin", cat,
+             _cli(*_TRAIN, "--gin.flantune.chat_template.name='llama9'"), ("llama9", "llama3")),
+        Case("template tokens the tokenizer lacks", cat, _template_tokens_missing,
+             ("chatml", "<|im_start|>", "robust_chat_chatml.jsonl:1")),
+        Case("conversation prompt longer than the sequence", cat, _prompt_too_long,
+             ("robust_chat_long.jsonl:1", "TASK_FEATURE_LENGTHS")),
+        Case("tokenizer whose id 0 is ordinary text", cat, _text_id_zero,
+             ("tokenizer.json", "id 0 is the ordinary token", "pads")),
+    ]
+
+
 def all_cases() -> list[Case]:
     return [*source_cases(), *file_cases(), *template_cases(), *gin_cases(),
-            *vocabulary_cases(), *checkpoint_cases(), *adapter_cases()]
+            *vocabulary_cases(), *checkpoint_cases(), *adapter_cases(), *chat_cases()]
 
 
 def run_case(case: Case, directory: Path) -> Outcome:
