@@ -237,21 +237,12 @@ def render_dialog(turns: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{_SPEAKER[role]}: {text}" for role, text in turns)
 
 
-def expand_conversation(messages: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """One canonical record per assistant message of a linear conversation.
-
-    ``messages`` are (canonical role, text) pairs. An optional system message may come first;
-    then user and assistant messages must alternate, starting with the user. A final user
-    message without an answer adds no record (it has no target).
-    """
-    system = ""
-    start = 0
-    if messages and messages[0][0] == SYSTEM:
-        system, start = messages[0][1], 1
-    history: list[tuple[str, str]] = []
-    records = []
-    for position in range(start, len(messages)):
-        role, text = messages[position]
+def check_role_sequence(roles: Sequence[str]) -> int:
+    """Raises a RecordError unless ``roles`` are an optional system message, then user and
+    assistant alternating from the user; returns where the user/assistant turns start."""
+    start = 1 if roles and roles[0] == SYSTEM else 0
+    for position in range(start, len(roles)):
+        role = roles[position]
         expected = USER if (position - start) % 2 == 0 else ASSISTANT
         if role != expected:
             detail = ("a system message may only come first" if role == SYSTEM
@@ -259,6 +250,22 @@ def expand_conversation(messages: Sequence[tuple[str, str]]) -> list[dict[str, A
                            "message")
             raise RecordError(f"bad role sequence at message {position + 1}: got {role}; "
                               f"{detail} (user and assistant must alternate, user first)")
+    return start
+
+
+def expand_conversation(messages: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """One canonical record per assistant message of a linear conversation.
+
+    ``messages`` are (canonical role, text) pairs. An optional system message may come first;
+    then user and assistant messages must alternate, starting with the user. A final user
+    message without an answer adds no record (it has no target).
+    """
+    start = check_role_sequence([role for role, _ in messages])
+    system = messages[0][1] if start else ""
+    history: list[tuple[str, str]] = []
+    records = []
+    for position in range(start, len(messages)):
+        role, text = messages[position]
         if role == ASSISTANT:
             records.append({"dialog": render_dialog(history), "response": text,
                             "turn": len(records) + 1, "system": system})
@@ -307,23 +314,30 @@ def oasst(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
                       f"('prompt' object); the record has fields {_keys(raw)}")
 
 
-def _walk_tree(node: Any, path: list[tuple[str, str]], where: str,
-               records: list[dict[str, Any]]) -> None:
-    """Depth-first: add a record for every assistant node below ``node``."""
+def tree_node(node: Any, depth: int, where: str) -> tuple[str, str, list]:
+    """(role, text, replies) of an OpenAssistant tree node ``depth`` messages below the root,
+    checked: prompter and assistant alternate from the root, replies are a list."""
     try:
-        role, text = _message(node, len(path) + 1, _OASST_ROLES, ("role",), ("text", "content"))
+        role, text = _message(node, depth + 1, _OASST_ROLES, ("role",), ("text", "content"))
     except RecordError as err:
         raise RecordError(f"{where}: {err}") from None
-    expected = USER if len(path) % 2 == 0 else ASSISTANT
+    expected = USER if depth % 2 == 0 else ASSISTANT
     if role != expected:
-        raise RecordError(f"{where}: bad role sequence at depth {len(path) + 1}: got {role}, "
+        raise RecordError(f"{where}: bad role sequence at depth {depth + 1}: got {role}, "
                           f"expected {expected} (prompter and assistant must alternate)")
-    if role == ASSISTANT:
-        records.append({"dialog": render_dialog(path), "response": text,
-                        "turn": len(path) // 2 + 1, "system": ""})
     replies = node.get("replies", [])
     if not isinstance(replies, list):
         raise RecordError(f"{where}: 'replies' must be a list")
+    return role, text, replies
+
+
+def _walk_tree(node: Any, path: list[tuple[str, str]], where: str,
+               records: list[dict[str, Any]]) -> None:
+    """Depth-first: add a record for every assistant node below ``node``."""
+    role, text, replies = tree_node(node, len(path), where)
+    if role == ASSISTANT:
+        records.append({"dialog": render_dialog(path), "response": text,
+                        "turn": len(path) // 2 + 1, "system": ""})
     for i, reply in enumerate(replies):
         _walk_tree(reply, [*path, (role, text)], f"{where}.replies[{i}]", records)
 

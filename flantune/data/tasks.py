@@ -176,13 +176,13 @@ def registered_flan_tasks() -> list[FlanTask]:
     return list(seen.values())
 
 
-class FlanDataSource(seqio.DataSource):
-    """A seqio DataSource that renders a flantune task's records for one variant."""
+class RecordDataSource(seqio.DataSource):
+    """A seqio DataSource over a task's records, read by index in seeded order and sharded by
+    index; a subclass says what one record becomes (``_example``) and its ``_signature``."""
 
-    def __init__(self, flan_task: FlanTask, variant: Variant):
-        self._task = flan_task
-        self._variant = variant
-        super().__init__(splits=flan_task.splits, caching_permitted=True)
+    def __init__(self, task: RecordTask):
+        self._task = task
+        super().__init__(splits=task.splits, caching_permitted=True)
 
     @property
     def supports_arbitrary_sharding(self) -> bool:
@@ -194,29 +194,47 @@ class FlanDataSource(seqio.DataSource):
     def num_input_examples(self, split: str) -> int:
         return self._task.num_records(split)
 
+    def _signature(self) -> dict[str, tf.TensorSpec]:
+        raise NotImplementedError
+
+    def _example(self, split: str, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
     def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                     use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
         del sequence_length, use_cached
         shard_index, num_shards = (0, 1) if shard_info is None else (shard_info.index,
                                                                      shard_info.num_shards)
-        flan_task, variant = self._task, self._variant
-        length_fn = token_length_fn(flan_task.output_features)
-        count = flan_task.num_records(split)
+        task = self._task
+        count = task.num_records(split)
 
         def generate():
             order = np.arange(count)
             if shuffle:
-                order = rng_for(flan_task.seed if seed is None else seed, flan_task.name, split,
+                order = rng_for(task.seed if seed is None else seed, task.name, split,
                                 "source_order").permutation(count)
             for index in order[shard_index::num_shards]:
-                rendered = flan_task.render(split, int(index), variant, length_fn=length_fn)
-                yield {"inputs": rendered["inputs"], "targets": rendered["targets"]}
+                yield self._example(split, int(index))
 
-        signature = {"inputs": tf.TensorSpec((), tf.string),
-                     "targets": tf.TensorSpec((), tf.string)}
-        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=self._signature())
         return dataset.repeat(num_epochs) if num_epochs != 1 else dataset
+
+
+class FlanDataSource(RecordDataSource):
+    """A seqio DataSource that renders a flantune task's records for one variant."""
+
+    def __init__(self, flan_task: FlanTask, variant: Variant):
+        super().__init__(flan_task)
+        self._variant = variant
+        self._length_fn = token_length_fn(flan_task.output_features)
+
+    def _signature(self) -> dict[str, tf.TensorSpec]:
+        return {"inputs": tf.TensorSpec((), tf.string), "targets": tf.TensorSpec((), tf.string)}
+
+    def _example(self, split: str, index: int) -> dict[str, Any]:
+        rendered = self._task.render(split, index, self._variant, length_fn=self._length_fn)
+        return {"inputs": rendered["inputs"], "targets": rendered["targets"]}
 
 
 def token_length_fn(output_features: Mapping[str, seqio.Feature]) -> Callable[[str], int]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from flantune.data import formats
 from flantune.data.errors import RecordError
-from flantune.data.formats import ASSISTANT, SYSTEM, USER, register_format
+from flantune.data.formats import ASSISTANT, SYSTEM, USER, check_role_sequence, register_format
 
 Message = dict[str, str]
 
@@ -36,16 +36,7 @@ def check_conversation(messages: Sequence[Mapping[str, str]]) -> list[Message]:
     from the user, ending with an assistant turn (the last user message of a conversation
     without its answer is dropped: it has nothing to learn)."""
     out = [{"role": m["role"], "content": m["content"]} for m in messages]
-    start = 1 if out and out[0]["role"] == SYSTEM else 0
-    for position in range(start, len(out)):
-        role = out[position]["role"]
-        expected = USER if (position - start) % 2 == 0 else ASSISTANT
-        if role != expected:
-            detail = ("a system message may only come first" if role == SYSTEM
-                      else f"expected {'an assistant' if expected == ASSISTANT else 'a user'} "
-                           "message")
-            raise RecordError(f"bad role sequence at message {position + 1}: got {role}; "
-                              f"{detail} (user and assistant must alternate, user first)")
+    start = check_role_sequence([m["role"] for m in out])
     while len(out) > start and out[-1]["role"] == USER:
         out.pop()
     if len(out) == start:
@@ -57,15 +48,21 @@ def _pairs_to_messages(pairs: Sequence[tuple[str, str]]) -> list[Message]:
     return [{"role": role, "content": text} for role, text in pairs]
 
 
+def _messages(raw: Mapping[str, Any], field: str, roles: Mapping[str, str],
+              role_keys: Sequence[str], text_keys: Sequence[str]) -> list[tuple[str, str]]:
+    """(role, text) of each message of the list field ``field``."""
+    thread = raw.get(field)
+    if not isinstance(thread, list):
+        raise RecordError(f"missing list field '{field}' "
+                          f"(the record has fields {formats._keys(raw)})")
+    return [formats._message(m, n, roles, role_keys, text_keys)
+            for n, m in enumerate(thread, start=1)]
+
+
 def messages_format(raw: Mapping[str, Any]) -> dict[str, Any]:
     """OpenAI / Hugging Face ``messages`` (``role``, ``content``), optional ``system``."""
     raw = formats._require_mapping(raw)
-    thread = raw.get("messages")
-    if not isinstance(thread, list):
-        raise RecordError("missing list field 'messages' "
-                          f"(the record has fields {formats._keys(raw)})")
-    pairs = [formats._message(m, n, _MESSAGE_ROLES, ("role",), ("content",))
-             for n, m in enumerate(thread, start=1)]
+    pairs = _messages(raw, "messages", _MESSAGE_ROLES, ("role",), ("content",))
     system = formats._text(raw, "system", required=False)
     if system.strip():
         if pairs and pairs[0][0] == SYSTEM:
@@ -78,13 +75,8 @@ def messages_format(raw: Mapping[str, Any]) -> dict[str, Any]:
 def sharegpt_messages(raw: Mapping[str, Any]) -> dict[str, Any]:
     """ShareGPT ``conversations`` as one conversation."""
     raw = formats._require_mapping(raw)
-    conversation = raw.get("conversations")
-    if not isinstance(conversation, list):
-        raise RecordError("missing list field 'conversations' "
-                          f"(the record has fields {formats._keys(raw)})")
-    pairs = [formats._message(m, n, formats._SHAREGPT_ROLES, ("from", "role"),
-                              ("value", "content"))
-             for n, m in enumerate(conversation, start=1)]
+    pairs = _messages(raw, "conversations", formats._SHAREGPT_ROLES, ("from", "role"),
+                      ("value", "content"))
     return {"messages": check_conversation(_pairs_to_messages(pairs))}
 
 
@@ -112,18 +104,7 @@ def _deepest_paths(node: Any, path: list[tuple[str, str]], where: str,
                    found: list[list[tuple[str, str]]]) -> bool:
     """Adds the path to every assistant node with no assistant below it; returns whether the
     subtree of ``node`` holds an assistant node."""
-    try:
-        role, text = formats._message(node, len(path) + 1, formats._OASST_ROLES, ("role",),
-                                      ("text", "content"))
-    except RecordError as err:
-        raise RecordError(f"{where}: {err}") from None
-    expected = USER if len(path) % 2 == 0 else ASSISTANT
-    if role != expected:
-        raise RecordError(f"{where}: bad role sequence at depth {len(path) + 1}: got {role}, "
-                          f"expected {expected} (prompter and assistant must alternate)")
-    replies = node.get("replies", [])
-    if not isinstance(replies, list):
-        raise RecordError(f"{where}: 'replies' must be a list")
+    role, text, replies = formats.tree_node(node, len(path), where)
     here = [*path, (role, text)]
     below = False
     for i, reply in enumerate(replies):

@@ -43,8 +43,7 @@ from flantune.data.chat.templates import (
 )
 from flantune.data.errors import DataError, RecordError
 from flantune.data.formats import ASSISTANT, SYSTEM
-from flantune.data.seeding import rng_for
-from flantune.data.tasks import RecordFn, RecordTask, SourceFn
+from flantune.data.tasks import RecordDataSource, RecordFn, RecordTask, SourceFn
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
 
 _VALID_NAME = re.compile(r"^[\w.:]+$")
@@ -155,46 +154,17 @@ class ChatTask(RecordTask):
         return text, tokens, messages[last]["content"]
 
 
-class ChatDataSource(seqio.DataSource):
+class ChatDataSource(RecordDataSource):
     """A seqio DataSource of a chat task's tokenized conversations: ``targets`` (all tokens of
     the conversation, as ``apply_chat_template`` gives them) and ``loss_weights``."""
 
-    def __init__(self, chat_task: ChatTask):
-        self._task = chat_task
-        super().__init__(splits=chat_task.splits, caching_permitted=True)
+    def _signature(self) -> dict[str, tf.TensorSpec]:
+        return {"targets": tf.TensorSpec((None,), tf.int32),
+                "loss_weights": tf.TensorSpec((None,), tf.int32)}
 
-    @property
-    def supports_arbitrary_sharding(self) -> bool:
-        return True
-
-    def list_shards(self, split: str) -> Sequence[str]:
-        return [split]
-
-    def num_input_examples(self, split: str) -> int:
-        return self._task.num_records(split)
-
-    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
-                    shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
-                    use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
-        del sequence_length, use_cached
-        shard_index, num_shards = (0, 1) if shard_info is None else (shard_info.index,
-                                                                     shard_info.num_shards)
-        chat_task = self._task
-        count = chat_task.num_records(split)
-
-        def generate():
-            order = np.arange(count)
-            if shuffle:
-                order = rng_for(chat_task.seed if seed is None else seed, chat_task.name, split,
-                                "source_order").permutation(count)
-            for index in order[shard_index::num_shards]:
-                encoded = chat_task.encode(split, int(index))
-                yield {"targets": encoded.tokens, "loss_weights": encoded.loss_mask}
-
-        signature = {"targets": tf.TensorSpec((None,), tf.int32),
-                     "loss_weights": tf.TensorSpec((None,), tf.int32)}
-        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        return dataset.repeat(num_epochs) if num_epochs != 1 else dataset
+    def _example(self, split: str, index: int) -> dict[str, Any]:
+        encoded = self._task.encode(split, index)
+        return {"targets": encoded.tokens, "loss_weights": encoded.loss_mask}
 
 
 _CHAT_TASKS: dict[str, ChatTask] = {}
