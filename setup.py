@@ -23,6 +23,7 @@ for name, directory in MAPPED.items():
 setup(
     packages=packages,
     package_dir=MAPPED,
-    package_data={**{p: ["*"] for p in packages if p.startswith("flantune.assets")}, "flantune.tasks.examples": ["*.jsonl"],
+    package_data={**{p: ["*"] for p in packages if p.startswith("flantune.assets")},
+                  "flantune.tasks.examples": ["*.jsonl"],
                   **{p: ["*.gin"] for p in packages if p.startswith("flantune.gin_configs")}},
 )

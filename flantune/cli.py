@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import gin
 
-from flantune.data.chat.tasks import set_chat_template
+from flantune.data.chat.tasks import set_chat_loss, set_chat_template
 from flantune.data.chat.templates import TOKENIZER_TEMPLATE
 from flantune.data.errors import DataError
 from flantune.data.mixtures import get_provider
@@ -35,10 +35,12 @@ def vocabulary(path: str | None = None, extra_ids: int = 0) -> None:
 
 
 @gin.configurable(module="flantune")
-def chat_template(name: str = TOKENIZER_TEMPLATE) -> None:
+def chat_template(name: str = TOKENIZER_TEMPLATE, loss: str = "assistant_only") -> None:
     """Selects the template of chat tasks that name none: a built-in (llama2, mistral, chatml,
-    llama3), a registered one, or 'tokenizer' (the tokenizer's own chat_template)."""
+    llama3), a registered one, or 'tokenizer' (the tokenizer's own chat_template); and the loss
+    of those that name none: 'assistant_only', 'last_turn' or 'all'."""
     set_chat_template(name)
+    set_chat_loss(loss)
 
 
 class CliError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,13 @@ def test_a_bad_distributed_setting_is_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2 and "peer" in err.lower() and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_inspect_shows_a_conversation_with_its_trained_tokens(capsys):
+    code = cli.main(["inspect", "demo_chat", "--gin_file=gin_configs/runs/demo_chat.gin",
+                     "--examples", "60", "--rendered", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "trained/total tokens" in out and "chat_reasoning" in out
+    assert "<s>[INST] " in out and " [/INST] " in out
+    assert re.search(r"\[\d+ of \d+ tokens trained, shown in bold green\]", out)

@@ -13,6 +13,7 @@ from flantune.data.chat.tasks import (
     chat_task,
     chat_task_for,
     registered_chat_tasks,
+    set_chat_loss,
     set_chat_template,
 )
 from flantune.data.chat.templates import (
@@ -31,6 +32,6 @@ __all__ = [
     "CHATML", "LLAMA2", "LLAMA3", "LOSS_MODES", "MISTRAL", "ChatTask", "ChatTemplate",
     "EncodedConversation", "chat_task", "chat_task_for", "chat_template_names",
     "check_conversation", "encode_conversation", "encode_prompt", "get_chat_template",
-    "register_chat_template", "registered_chat_tasks", "set_chat_template",
+    "register_chat_template", "registered_chat_tasks", "set_chat_loss", "set_chat_template",
     "template_from_tokenizer",
 ]

@@ -24,7 +24,7 @@ import numpy as np
 
 from flantune.data.chat.jinja import compile_template, render
 from flantune.data.chat.templates import ChatTemplate
-from flantune.data.errors import DataError, RecordError
+from flantune.data.errors import DataError
 from flantune.data.formats import ASSISTANT
 from flantune.data.hf_vocabulary import SPECIAL_TOKEN_KEYS, HfTokenizerVocabulary
 
@@ -164,9 +164,3 @@ def encode_prompt(template: ChatTemplate, vocabulary: Any,
                      variables=template_variables(vocabulary))
     return text, np.asarray(vocabulary.encode(text), np.int32)
 
-
-def no_trainable_token_error(loss: str, where: str) -> RecordError:
-    """The error for a conversation whose loss mask is all zeros (never trained silently)."""
-    return RecordError(
-        f"the conversation has no token to train on with loss='{loss}' (its assistant turns "
-        "are empty or the template marks none); fix the record or the template", path=where)

@@ -33,7 +33,6 @@ from flantune.data.chat.encoding import (
     encode_prompt,
     end_of_turn_id,
     hf_vocabulary,
-    no_trainable_token_error,
 )
 from flantune.data.chat.templates import (
     TOKENIZER_TEMPLATE,
@@ -47,7 +46,7 @@ from flantune.data.tasks import RecordDataSource, RecordFn, RecordTask, SourceFn
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
 
 _VALID_NAME = re.compile(r"^[\w.:]+$")
-_configured = {"template": TOKENIZER_TEMPLATE}
+_configured: dict[str, Any] = {"template": TOKENIZER_TEMPLATE, "loss": "assistant_only"}
 
 
 def set_chat_template(name: str | ChatTemplate) -> None:
@@ -61,6 +60,14 @@ def configured_chat_template() -> str | ChatTemplate:
     return _configured["template"]
 
 
+def set_chat_loss(loss: str) -> None:
+    """The loss of every chat task that names none: "assistant_only" (default), "last_turn"
+    or "all"."""
+    if loss not in LOSS_MODES:
+        raise DataError(f"Unknown chat loss '{loss}'; use one of {LOSS_MODES}.")
+    _configured["loss"] = loss
+
+
 @dataclasses.dataclass(eq=False)
 class ChatTask(RecordTask):
     """A task of whole conversations (see the module docstring).
@@ -68,7 +75,8 @@ class ChatTask(RecordTask):
     Attributes:
       template: a chat template, its name, ``"tokenizer"`` (the tokenizer's own), or None for
         the configured one (gin ``flantune.chat_template.name``).
-      loss: ``"assistant_only"``, ``"last_turn"`` or ``"all"``.
+      loss: ``"assistant_only"``, ``"last_turn"`` or ``"all"``; None for the configured one
+        (gin ``flantune.chat_template.loss``, default ``"assistant_only"``).
       system_prompt: put before conversations that have no system message (None: nothing).
       vocabulary: a Hugging Face tokenizer vocabulary (default: the configured vocabulary).
     """
@@ -78,7 +86,7 @@ class ChatTask(RecordTask):
     splits: tuple[str, ...] = ("train", "validation")
     record_fn: RecordFn | None = None
     template: str | ChatTemplate | None = None
-    loss: str = "assistant_only"
+    loss: str | None = None
     system_prompt: str | None = None
     vocabulary: seqio.Vocabulary = DEFAULT_VOCABULARY
     postprocess_fn: Callable | None = None
@@ -89,7 +97,7 @@ class ChatTask(RecordTask):
 
     def __post_init__(self) -> None:
         self._init_records()
-        if self.loss not in LOSS_MODES:
+        if self.loss is not None and self.loss not in LOSS_MODES:
             raise DataError(f"Chat task '{self.name}': unknown loss '{self.loss}'; use one of "
                             f"{LOSS_MODES}.")
 
@@ -104,6 +112,11 @@ class ChatTask(RecordTask):
         if chosen == TOKENIZER_TEMPLATE:
             return template_from_tokenizer(hf_vocabulary(self.vocabulary))
         return get_chat_template(chosen)
+
+    @property
+    def loss_mode(self) -> str:
+        """The loss this task trains with (resolved when used: gin may choose it)."""
+        return self.loss if self.loss is not None else _configured["loss"]
 
     def end_of_turn_id(self) -> int:
         return end_of_turn_id(self.chat_template(), hf_vocabulary(self.vocabulary))
@@ -122,24 +135,28 @@ class ChatTask(RecordTask):
         return messages
 
     def encode(self, split: str, index: int) -> EncodedConversation:
-        """Record ``index`` rendered, tokenized and masked."""
+        """Record ``index`` rendered, tokenized and masked; a conversation with no token to
+        train on is a RecordError naming it."""
+        where = self.source(split).where(index)
         try:
-            return encode_conversation(self.chat_template(), self.vocabulary,
-                                       self.messages(split, index), loss=self.loss)
+            encoded = encode_conversation(self.chat_template(), self.vocabulary,
+                                          self.messages(split, index), loss=self.loss_mode)
         except RecordError:
             raise
         except DataError as err:
-            raise DataError(f"[task '{self.name}', {self.source(split).where(index)}] "
-                            f"{err}") from None
+            raise DataError(f"[task '{self.name}', {where}] {err}") from None
+        if not encoded.loss_mask[1:].any():  # the first token is never predicted
+            raise RecordError(
+                f"the conversation has no token to train on with loss='{self.loss_mode}' (its "
+                "assistant turns are empty or the template marks none); fix the record or the "
+                "template", path=where, task=self.name)
+        return encoded
 
     def example(self, split: str, index: int) -> dict[str, Any]:
         """The converter's example of record ``index`` (see the module docstring)."""
         encoded = self.encode(split, index)
         weights = encoded.loss_mask[1:]
         where = self.source(split).where(index)
-        if not weights.any():
-            error = no_trainable_token_error(self.loss, where)
-            raise RecordError(str(error), path=where, task=self.name)
         # A cut at a turn's end keeps that turn whole, end token included.
         ends = np.asarray(sorted({end - 1 for _, end in encoded.turns if end > 1}), np.int64)
         return {"targets": encoded.tokens[1:], "loss_weights": weights.astype(np.int32),
@@ -198,7 +215,7 @@ def register_chat_task(chat_task: ChatTask) -> ChatTask:
 
 
 def chat_task(name: str, *, splits: Sequence[str] = ("train", "validation"),
-              template: str | ChatTemplate | None = None, loss: str = "assistant_only",
+              template: str | ChatTemplate | None = None, loss: str | None = None,
               system_prompt: str | None = None, record_fn: RecordFn | None = None,
               vocabulary: seqio.Vocabulary | None = None,
               postprocess_fn: Callable | None = None, metric_fns: Sequence[Callable] = (),

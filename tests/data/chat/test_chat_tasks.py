@@ -162,3 +162,24 @@ def test_batches_and_seqio_dataset(chatml_task):
     encoded = chatml_task.encode("train", 0)
     np.testing.assert_array_equal(first["targets"], encoded.tokens)
     np.testing.assert_array_equal(first["loss_weights"], encoded.loss_mask)
+
+
+def test_the_configured_loss_applies_to_tasks_that_name_none(vocabulary, conversations_file):
+    from flantune.data.chat import set_chat_loss
+
+    @chat_task("test_chat_configured_loss", template="chatml", vocabulary=vocabulary,
+               splits=("train",))
+    def records(split):
+        return JsonlSource(conversations_file, format="messages")
+
+    multi = next(i for i in range(60) if len(records.encode("train", i).turns) > 1)
+    try:
+        set_chat_loss("last_turn")
+        encoded = records.encode("train", multi)
+        start, end = encoded.turns[-1]
+        assert set(np.flatnonzero(encoded.loss_mask)) == set(range(start, end))
+    finally:
+        set_chat_loss("assistant_only")
+    assert records.encode("train", multi).loss_mask.sum() > end - start
+    with pytest.raises(DataError, match="Unknown chat loss 'some'"):
+        set_chat_loss("some")

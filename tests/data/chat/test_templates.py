@@ -115,6 +115,10 @@ def test_a_hub_template_without_generation_blocks_works_turn_by_turn(tmp_path):
             want["input_ids"]
     encoded = encode_conversation(template, vocabulary, CONVERSATION)
     assert _trained_runs(encoded, vocabulary) == ["Hello!</s>\n", "4</s>\n"]
+    for messages in random_conversations(10, seed=4, end_with_user=True):
+        want = reference.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                             add_generation_prompt=True)["input_ids"]
+        assert encode_prompt(template, vocabulary, messages)[1].tolist() == want
 
 
 def test_template_errors_are_clear(tmp_path):
