@@ -88,6 +88,8 @@ def test_the_wheel_installs_only_the_flantune_package(installed):
     assert not (site / "tasks").exists() and not (site / "gin_configs").exists()
     assert (site / "flantune" / "tasks" / "examples" / "alpaca_style.jsonl").is_file()
     assert (site / "flantune" / "gin_configs" / "runs" / "demo.gin").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the chat demo's tokenizer
+        assert (site / "flantune" / "assets" / "demo_chat_tokenizer" / name).is_file()
 
 
 @pytest.mark.slow
