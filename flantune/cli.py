@@ -36,9 +36,10 @@ def vocabulary(path: str | None = None, extra_ids: int = 0) -> None:
 
 @gin.configurable(module="flantune")
 def chat_template(name: str = TOKENIZER_TEMPLATE, loss: str = "assistant_only") -> None:
-    """Selects the template of chat tasks that name none: a built-in (llama2, mistral, chatml,
-    llama3), a registered one, or 'tokenizer' (the tokenizer's own chat_template); and the loss
-    of those that name none: 'assistant_only', 'last_turn' or 'all'."""
+    """Selects the template of chat tasks that name none: a built-in (llama2, mistral,
+    mistral_legacy, chatml, llama3), a registered one, or 'tokenizer' (the tokenizer's own
+    chat_template); and the loss of those that name none: 'assistant_only', 'last_turn' or
+    'all'."""
     set_chat_template(name)
     set_chat_loss(loss)
 

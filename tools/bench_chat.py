@@ -38,6 +38,7 @@ from flantune.data.chat import (  # noqa: E402
     LLAMA2,
     LLAMA3,
     MISTRAL,
+    MISTRAL_LEGACY,
     ChatTemplate,
     chat_task_for,
     encode_conversation,
@@ -62,7 +63,8 @@ def shipped_conversations() -> list[list[dict[str, str]]]:
 
 def parity(vocabulary, reference, conversations, count: int) -> dict[str, int]:
     pairs = [(LLAMA2, official.LLAMA2_CHAT), (MISTRAL, official.MISTRAL_INSTRUCT),
-             (CHATML, official.CHATML), (LLAMA3, official.LLAMA3_INSTRUCT)]
+             (MISTRAL_LEGACY, official.MISTRAL_INSTRUCT_LEGACY), (CHATML, official.CHATML),
+             (LLAMA3, official.LLAMA3_INSTRUCT)]
     mismatches = {}
     for template, source in pairs:
         chosen = [c for c in conversations if template.system_role or c[0]["role"] != "system"]

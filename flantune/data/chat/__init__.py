@@ -21,6 +21,7 @@ from flantune.data.chat.templates import (
     LLAMA2,
     LLAMA3,
     MISTRAL,
+    MISTRAL_LEGACY,
     ChatTemplate,
     chat_template_names,
     get_chat_template,
@@ -29,7 +30,8 @@ from flantune.data.chat.templates import (
 )
 
 __all__ = [
-    "CHATML", "LLAMA2", "LLAMA3", "LOSS_MODES", "MISTRAL", "ChatTask", "ChatTemplate",
+    "CHATML", "LLAMA2", "LLAMA3", "LOSS_MODES", "MISTRAL", "MISTRAL_LEGACY", "ChatTask",
+    "ChatTemplate",
     "EncodedConversation", "chat_task", "chat_task_for", "chat_template_names",
     "check_conversation", "encode_conversation", "encode_prompt", "get_chat_template",
     "register_chat_template", "registered_chat_tasks", "set_chat_loss", "set_chat_template",

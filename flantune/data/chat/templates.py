@@ -1,8 +1,9 @@
 """Chat templates as data: a Jinja source, the token that ends an assistant turn, and a name.
 
 The built-ins render exactly what the models' own Hugging Face templates render (Llama-2-chat,
-Mistral-instruct, ChatML, Llama-3-instruct; tests/data/chat compares the tokens with
-transformers' ``apply_chat_template`` on the official template strings). They differ from the
+Mistral-instruct and its earlier template without a system role, ChatML, Llama-3-instruct;
+tests/data/chat compares the tokens with transformers' ``apply_chat_template`` on the official
+template strings). They differ from the
 official strings only by ``{% generation %}`` blocks around the assistant text, which define
 the loss mask; transformers reads the same blocks (``return_assistant_tokens_mask``), so an
 exported tokenizer carries them unchanged. Any other Hugging Face template works through
@@ -81,6 +82,30 @@ LLAMA2 = ChatTemplate(
 MISTRAL = ChatTemplate(
     name="mistral",
     source=_lines(
+        "{% if messages[0]['role'] == 'system' %}"
+        "{% set system_message = messages[0]['content'] %}{% set loop_messages = messages[1:] %}"
+        "{% else %}{% set loop_messages = messages %}{% endif %}",
+        "{{ bos_token }}",
+        "{% for message in loop_messages %}",
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('After the optional system message, conversation roles must "
+        "alternate user/assistant/user/assistant/...') }}{% endif %}",
+        "{% if message['role'] == 'user' %}"
+        "{% if loop.first and system_message is defined %}"
+        r"{{ ' [INST] ' + system_message + '\n\n' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ ' [INST] ' + message['content'] + ' [/INST]' }}{% endif %}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' }}{% generation %}"
+        "{{ message['content'] + eos_token }}{% endgeneration %}"
+        "{% else %}{{ raise_exception('Only user and assistant roles are supported, with the "
+        "exception of an initial optional system message!') }}{% endif %}",
+        "{% endfor %}"),
+)
+
+# Mistral-7B-Instruct-v0.2's template before its update (v0.1's puts a space after each EOS):
+# no system role.
+MISTRAL_LEGACY = ChatTemplate(
+    name="mistral_legacy",
+    source=_lines(
         "{{ bos_token }}",
         "{% for message in messages %}",
         _ALTERNATE,
@@ -125,7 +150,8 @@ LLAMA3 = ChatTemplate(
     required_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
 )
 
-_TEMPLATES: dict[str, ChatTemplate] = {t.name: t for t in (LLAMA2, MISTRAL, CHATML, LLAMA3)}
+_TEMPLATES: dict[str, ChatTemplate] = {t.name: t for t in (LLAMA2, MISTRAL, MISTRAL_LEGACY, CHATML,
+                                                             LLAMA3)}
 
 # The name that means "the tokenizer's own chat_template".
 TOKENIZER_TEMPLATE = "tokenizer"

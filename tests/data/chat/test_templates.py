@@ -15,6 +15,7 @@ from flantune.data.chat import (
     LLAMA2,
     LLAMA3,
     MISTRAL,
+    MISTRAL_LEGACY,
     ChatTemplate,
     encode_conversation,
     encode_prompt,
@@ -26,7 +27,8 @@ from tests.data.chat.conversations_fixture import random_conversations
 from tests.data.chat.tokenizers import trained
 
 PAIRS = [(LLAMA2, official.LLAMA2_CHAT), (MISTRAL, official.MISTRAL_INSTRUCT),
-         (CHATML, official.CHATML), (LLAMA3, official.LLAMA3_INSTRUCT)]
+         (MISTRAL_LEGACY, official.MISTRAL_INSTRUCT_LEGACY), (CHATML, official.CHATML),
+         (LLAMA3, official.LLAMA3_INSTRUCT)]
 CONVERSATION = [{"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
                 {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
@@ -35,7 +37,8 @@ CONVERSATION = [{"role": "system", "content": "Be brief."},
 # one token overlapping the block, so it trains; " Hello" is two, and the space does not.
 EXPECTED_TRAINED = {
     "llama2": ["Hello! </s>", " 4 </s>"],
-    "mistral": ["Hello!</s>", "4</s>"],
+    "mistral": ["Hello!</s>", " 4</s>"],
+    "mistral_legacy": ["Hello!</s>", "4</s>"],
     "chatml": ["Hello!<|im_end|>", "4<|im_end|>"],
     "llama3": ["Hello!<|eot_id|>", "4<|eot_id|>"],
 }
