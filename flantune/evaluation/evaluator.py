@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 import flantune.partitioning as partitioning
 from flantune.data.tasks import flan_task_for
+from flantune.data.vocabulary import DEFAULT_VOCABULARY
 from flantune.decoding import DecodeConfig
 from flantune.evaluation.examples import (
     EvalExample,
@@ -203,8 +204,9 @@ class Evaluator:
 
     @functools.cached_property
     def scorer(self) -> Scorer:
+        eos = DEFAULT_VOCABULARY.eos_id  # the configured vocabulary's (tasks use it)
         return Scorer(self.spec, self.lengths, self.config.batch_size, self._mesh, self._rules,
-                      self._param_shardings)
+                      self._param_shardings, eos_id=1 if eos is None else eos)
 
     def _chat_predictor(self, examples: Sequence[EvalExample]) -> Predictor:
         """A predictor for chat prompts: as long as the longest prompt (in steps of 64), and up

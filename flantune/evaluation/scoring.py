@@ -65,10 +65,11 @@ class Scorer:
 
     def __init__(self, spec: ModelSpec, task_feature_lengths: dict[str, int], batch_size: int,
                  mesh: Mesh | None = None, rules: partitioning.LogicalAxisRules | None = None,
-                 param_shardings: PyTree | None = None):
+                 param_shardings: PyTree | None = None, eos_id: int = 1):
         self.spec, self.lengths, self.batch_size = spec, dict(task_feature_lengths), batch_size
         self.mesh, self.rules = mesh, rules
-        self.converter = make_converter(spec.family, pack=False)
+        # eos_id: what a truncated feature ends with (the vocabulary's EOS).
+        self.converter = make_converter(spec.family, pack=False, eos_id=eos_id)
         family = spec.family
 
         def score(params: PyTree, batch: dict[str, jax.Array]) -> jax.Array:
