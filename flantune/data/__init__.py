@@ -7,6 +7,7 @@ from flantune.data.feature_converters import (
     DecoderFeatureConverter,
     EncDecFeatureConverter,
 )
+from flantune.data.hf_vocabulary import HfTokenizerVocabulary
 from flantune.data.mixtures import (
     examples_proportional,
     get_provider,
@@ -39,7 +40,8 @@ from flantune.data.vocabulary import (
 __all__ = [
     "BatchIterator", "ConfiguredVocabulary", "ConversionStats", "CsvSource", "DataError",
     "DecoderFeatureConverter", "EncDecFeatureConverter", "ExampleStream", "FewShotConfig",
-    "FlanTask", "IterableSource", "IteratorState", "JsonlSource", "MixingSchedule", "ModuloSplit",
+    "FlanTask", "HfTokenizerVocabulary", "IterableSource", "IteratorState", "JsonlSource",
+    "MixingSchedule", "ModuloSplit",
     "ReasoningGymSource", "RecordError", "RecordSource", "Template", "TemplateError",
     "TfdsSource", "UnknownNameError", "Variant", "cot_template", "default_output_features",
     "examples_proportional", "flan_task_for", "get_provider", "inverted", "leaf_tasks",
