@@ -529,8 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bindings = [*t5x_bindings(args), *bindings]
         parse_gin(args.gin_file, bindings, search_paths(args))
         vocabulary()
-        chat_template()
         import_modules(task_modules(args.module_import))
+        chat_template()  # after the task modules, which may register templates
         if args.command == "inspect":
             run_inspect(args)
         elif args.command == "train":

@@ -42,8 +42,9 @@ class ConversionStats:
       rows: rows produced.
       truncated: per task feature ("inputs", "targets"), examples whose feature was truncated;
         for chat conversations also "conversations" (conversations cut), "turns" (assistant
-        turns dropped by those cuts) and "inside_turn" (conversations whose first trained
-        turn was cut inside, keeping its end-of-turn token).
+        turns dropped by those cuts), "inside_turn" (conversations whose first trained
+        turn was cut inside, keeping its end-of-turn token) and "dropped" (conversations left
+        out: their prompt leaves no room in the sequence for a trained token).
       tokens: per token model feature, real (non-padding) tokens after truncation.
       slots: per token model feature, rows * feature length.
     """
@@ -80,6 +81,9 @@ class ConversionStats:
                 f"assistant turn that fits ({self.truncated.get('turns', 0)} assistant turn(s) "
                 f"dropped; {self.truncated.get('inside_turn', 0)} cut inside their first "
                 "turn, keeping its end-of-turn token)")
+        if self.truncated.get("dropped"):
+            parts.append(f"{self.truncated['dropped']} conversation(s) left out: their prompt "
+                         "leaves no room for a trained token")
         if not parts:
             return None
         return (f"of {self.examples} examples read: " + "; ".join(parts)
@@ -194,12 +198,23 @@ class _Converter:
                        np.asarray(task_index, dtype=np.int32) if task_index else None,
                        weights, starts)
 
+    @staticmethod
+    def _first_trained(example: Mapping) -> int:
+        weights = np.asarray(example["loss_weights"])
+        return int(np.argmax(weights > 0)) if weights.any() else weights.size
+
+    def _conversation_fits(self, example: Mapping, limit: int) -> bool:
+        """Whether a cut of the conversation to ``limit`` tokens keeps a trained token."""
+        return self._first_trained(example) + 2 <= limit or \
+            np.size(example["targets"]) <= limit
+
     def _conversation(self, example: Mapping, i: int, limit: int, truncated: dict[str, int]
                       ) -> tuple[np.ndarray, np.ndarray]:
         """A conversation's targets and loss weights, cut to ``limit`` at the end of the last
-        assistant turn that fits. When even the first does not fit, that turn keeps its start
-        and its last token (the template's end-of-turn token), like SeqIO's EOS after a trim;
-        a conversation whose prompt leaves no room for an assistant token is an error."""
+        assistant turn that fits. When no trained turn fits whole, the first trained one keeps
+        its start and its end-of-turn token (``turn_stops``; else its last token), like SeqIO's
+        EOS after a trim. (Conversations whose prompt leaves no room for a trained token are
+        left out before: see ``convert``.)"""
         tokens = self._tokens(example, "targets", i)
         kept = np.asarray(example["loss_weights"], np.int32)
         if kept.shape != tokens.shape:
@@ -214,18 +229,13 @@ class _Converter:
             cut = int(fitting.max())
             truncated["turns"] = truncated.get("turns", 0) + int((ends > cut).sum())
             return tokens[:cut], kept[:cut]
-        first = int(np.argmax(kept > 0)) if kept.any() else tokens.size
-        if first + 2 > limit:
-            where = example.get("record", self._where(example, i))
-            raise DataError(
-                f"conversation at {where}: its first assistant turn starts at token {first}, "
-                f"so a sequence of {limit} tokens holds none of it; raise the targets length "
-                "of TASK_FEATURE_LENGTHS or shorten the conversation's prompt.")
-        later = ends[ends > first]  # the end of the turn the first trained token is in
-        end = int(later[0]) if later.size else tokens.size
+        first = self._first_trained(example)
+        turn = int(np.searchsorted(ends, first, side="right"))  # the turn `first` is in
+        stops = np.asarray(example.get("turn_stops", ends - 1), np.int64)
+        stop = int(stops[turn]) if turn < stops.size else tokens.size - 1
         truncated["inside_turn"] = truncated.get("inside_turn", 0) + 1
-        truncated["turns"] = truncated.get("turns", 0) + int((ends > end).sum())
-        keep = np.r_[np.arange(limit - 1), end - 1]
+        truncated["turns"] = truncated.get("turns", 0) + int(ends.size - min(turn + 1, ends.size))
+        keep = np.r_[np.arange(limit - 1), stop]
         return tokens[keep], kept[keep]
 
     def _decoder_start(self, example: Mapping, i: int) -> int:
@@ -454,8 +464,14 @@ class DecoderFeatureConverter(_Converter):
                         "length, so they would be dropped; add an 'inputs' length (prefix LM)."
                     )
         length = sum(task_feature_lengths.values())
+        read = len(examples)
+        examples = [ex for ex in examples if not (isinstance(ex, Mapping) and "loss_weights" in ex
+                                                 and not self._conversation_fits(ex, length))]
+        dropped = read - len(examples)
         window = self._window(examples, task_feature_lengths, optional=("inputs",),
                               conversation_length=length)
+        if dropped:
+            window.truncated["dropped"] = dropped
         n = len(examples)
         input_len = window.lengths["inputs"] if prefix_lm else np.zeros(n, np.int64)
         if prefix_lm:
@@ -493,7 +509,7 @@ class DecoderFeatureConverter(_Converter):
         if window.task_index is not None:
             out["decoder_task_ids"] = scatter(window.task_index[layout.example])
         stats = ConversionStats(
-            examples=n, rows=rows, truncated=window.truncated,
+            examples=read, rows=rows, truncated=window.truncated,
             tokens={"decoder_target_tokens": int(layout.tokens.size)},
             slots={"decoder_target_tokens": rows * length},
         )

@@ -127,6 +127,13 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
     def _check_padding_id(self) -> None:
         token = self._tokenizer.id_to_token(0)
+        ends = {self.special_tokens.get("bos_token"), self.special_tokens.get("eos_token")}
+        if token in ends:
+            role = "EOS" if token == self.special_tokens.get("eos_token") else "BOS"
+            raise DataError(
+                f"Tokenizer '{self.path}': id 0 is its {role} token {token!r}, but flantune "
+                "pads with id 0 (as SeqIO and t5x do), so every sequence would end (or start) "
+                "with padding. Use a tokenizer whose id 0 is a pad or unk token.")
         special = {t.content for t in self._tokenizer.get_added_tokens_decoder().values()
                    if t.special}
         unk = getattr(self._tokenizer.model, "unk_token", None)
@@ -142,6 +149,10 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     def token_id(self, token: str) -> int | None:
         """The id of a token string (special tokens included), or None."""
         return self._tokenizer.token_to_id(token)
+
+    def token(self, token_id: int) -> str | None:
+        """The token string of an id, or None."""
+        return self._tokenizer.id_to_token(int(token_id))
 
     def _special_id(self, key: str) -> int | None:
         text = self.special_tokens.get(key)
@@ -202,12 +213,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
         return ids
 
     def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
-        def decode(array: Any) -> bytes:
-            real = [int(i) for i in array.reshape(-1) if int(i) != self.pad_id]
-            return self._decode(real).encode("utf-8")
+        def decode(array: Any) -> Any:
+            rows = np.asarray(array).reshape(-1, np.shape(array)[-1])
+            texts = [self._decode([int(i) for i in row if int(i) != self.pad_id]).encode("utf-8")
+                     for row in rows]
+            return np.asarray(texts, dtype=object).reshape(np.shape(array)[:-1])
 
         text = tf.numpy_function(decode, [ids], tf.string, stateful=False)
-        text.set_shape([])
+        text.set_shape(ids.shape[:-1])
         return text
 
     def __eq__(self, other: object) -> bool:

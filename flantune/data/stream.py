@@ -105,6 +105,10 @@ class FlanTaskExamples:
                 continue
             ids = encode_batch(features[name].vocabulary, [r[name] for r in rendered])
             eos = [features[name].vocabulary.eos_id] if features[name].add_eos else []
+            if None in eos:
+                raise DataError(f"Task '{self.flan_task.name}': its {name} end with EOS, but the "
+                                f"vocabulary {features[name].vocabulary!r} has none; set "
+                                "eos_token in the tokenizer's tokenizer_config.json.")
             for example, tokens in zip(out, ids, strict=True):
                 example[name] = np.asarray(list(tokens) + eos, dtype=np.int32)
         return out

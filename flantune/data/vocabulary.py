@@ -210,6 +210,9 @@ class ConfiguredVocabulary(seqio.Vocabulary):
     def decode_tf(self, ids):
         return self.resolved().decode_tf(ids)
 
+    def __repr__(self) -> str:
+        return f"ConfiguredVocabulary({self.describe()!r})"
+
     def __eq__(self, other) -> bool:
         return isinstance(other, ConfiguredVocabulary) or self.resolved() == other
 

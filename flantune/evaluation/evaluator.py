@@ -215,6 +215,11 @@ class Evaluator:
         answer = min(-(-2 * max(ex.target_tokens.size for ex in examples) // 32) * 32,
                      int(self.lengths["targets"]))
         key = (prompt, answer, int(examples[0].stop_id))
+        configured = self.config.decode.eos_id
+        if configured != DecodeConfig().eos_id and configured != key[2]:
+            raise ValueError(f"DecodeConfig.eos_id={configured} differs from the chat "
+                             f"template's end-of-turn id {key[2]}, where its answers end; drop "
+                             "the binding (chat tasks stop at the end of the turn).")
         if key not in self._chat_predictors:
             self._chat_predictors[key] = Predictor(
                 self.spec, self.config.decode, {"inputs": prompt, "targets": answer},

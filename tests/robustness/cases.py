@@ -582,13 +582,12 @@ def _template_tokens_missing(directory: Path):
     return _read_chat(task, 1)
 
 
-def _prompt_too_long(directory: Path):
-    from flantune.data.feature_converters import DecoderFeatureConverter
-
-    long = {"messages": [{"role": "user", "content": "word " * 300},
-                         {"role": "assistant", "content": "ok"}]}
-    task = _chat_task(directory, "robust_chat_long", [long])
-    return DecoderFeatureConverter().convert(_read_chat(task, 1), {"targets": 64})
+def _system_without_role(directory: Path):
+    with_system = {"messages": [{"role": "system", "content": "Be brief."},
+                                *GOOD_MESSAGES["messages"]]}
+    task = _chat_task(directory, "robust_chat_system", [GOOD_MESSAGES, with_system],
+                      template="mistral_legacy")
+    return _read_chat(task, 2)
 
 
 def _text_id_zero(directory: Path):
@@ -628,8 +627,9 @@ def chat_cases() -> list[Case]:
              _cli(*_TRAIN, "--gin.flantune.chat_template.name='llama9'"), ("llama9", "llama3")),
         Case("template tokens the tokenizer lacks", cat, _template_tokens_missing,
              ("chatml", "<|im_start|>", "robust_chat_chatml.jsonl:1")),
-        Case("conversation prompt longer than the sequence", cat, _prompt_too_long,
-             ("robust_chat_long.jsonl:1", "TASK_FEATURE_LENGTHS")),
+        Case("system message for a template without a system role", cat,
+             _system_without_role, ("mistral_legacy", "no system role",
+                                    "robust_chat_system.jsonl:2")),
         Case("tokenizer whose id 0 is ordinary text", cat, _text_id_zero,
              ("tokenizer.json", "id 0 is the ordinary token", "pads")),
     ]

@@ -76,9 +76,10 @@ def check_template_tokens(template: ChatTemplate, vocabulary: HfTokenizerVocabul
     """Raises a DataError when the template needs a special token the tokenizer lacks."""
     used = _undeclared(template.source)
     missing = [k for k in SPECIAL_TOKEN_KEYS if k in used and k not in vocabulary.special_tokens]
-    absent = [t for t in template.required_tokens if vocabulary.token_id(t) is None]
-    if template.end_of_turn is not None and vocabulary.token_id(template.end_of_turn) is None:
-        absent.append(template.end_of_turn)
+    wanted = [*template.required_tokens, *([template.end_of_turn] if template.end_of_turn
+                                             else [])]
+    absent = [t for t in wanted if vocabulary.token_id(t) is None
+              or list(vocabulary.encode(t)) != [vocabulary.token_id(t)]]
     if missing or absent:
         parts = ([f"special token(s) {missing} (not set in tokenizer_config.json)"] if missing
                  else []) + ([f"token(s) {sorted(set(absent))}"] if absent else [])
@@ -87,14 +88,40 @@ def check_template_tokens(template: ChatTemplate, vocabulary: HfTokenizerVocabul
                         "special tokens to the tokenizer or choose another template.")
 
 
+@functools.lru_cache(maxsize=64)
+def _inferred_end_of_turn(source: str, vocabulary: HfTokenizerVocabulary) -> str | None:
+    """The last special token a template writes inside an assistant turn (a Hub template
+    names no end-of-turn token: ChatML's is <|im_end|>, often not the tokenizer's EOS)."""
+    probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    try:
+        text, spans = assistant_spans(ChatTemplate("probe", source), probe,
+                                      template_variables(vocabulary))
+    except DataError:
+        return None
+    ids, offsets = vocabulary.encode_with_offsets(text)
+    low, high = spans[-1]
+    inside = [i for i, (a, b) in zip(ids, offsets, strict=True)
+              if b > low and a < high and i in vocabulary.special_ids]
+    return vocabulary.token(inside[-1]) if inside else None
+
+
 def end_of_turn_id(template: ChatTemplate, vocabulary: HfTokenizerVocabulary) -> int:
-    """The id decoding stops at: the template's end-of-turn token, else the tokenizer's EOS."""
-    token = template.end_of_turn or vocabulary.special_tokens.get("eos_token")
+    """The id decoding stops at: the template's end-of-turn token, else the last special token
+    its assistant turns end with, else the tokenizer's EOS."""
+    token = (template.end_of_turn or _inferred_end_of_turn(template.source, vocabulary)
+             or vocabulary.special_tokens.get("eos_token"))
     token_id = None if token is None else vocabulary.token_id(token)
     if token_id is None:
         raise DataError(f"Chat template '{template.name}' names no end-of-turn token and the "
                         f"tokenizer {vocabulary!r} has no eos_token: decoding could not stop.")
     return token_id
+
+
+def _check_system_role(template: ChatTemplate, messages: Sequence[Mapping[str, str]]) -> None:
+    if not template.system_role and messages and messages[0]["role"] == "system":
+        raise DataError(f"Chat template '{template.name}' has no system role, but the "
+                        "conversation starts with a system message; drop it or choose a "
+                        "template with one.")
 
 
 def assistant_spans(template: ChatTemplate, messages: Sequence[Mapping[str, str]],
@@ -135,6 +162,7 @@ def encode_conversation(template: ChatTemplate, vocabulary: Any,
         raise DataError(f"Unknown chat loss '{loss}'; use one of {LOSS_MODES}.")
     vocabulary = hf_vocabulary(vocabulary)
     check_template_tokens(template, vocabulary)
+    _check_system_role(template, messages)
     text, spans = assistant_spans(template, messages, template_variables(vocabulary))
     ids, offsets = vocabulary.encode_with_offsets(text)
     tokens = np.asarray(ids, np.int32)
@@ -160,6 +188,7 @@ def encode_prompt(template: ChatTemplate, vocabulary: Any,
     turn): rendered with ``add_generation_prompt=True``."""
     vocabulary = hf_vocabulary(vocabulary)
     check_template_tokens(template, vocabulary)
+    _check_system_role(template, messages)
     text, _ = render(template.source, messages, add_generation_prompt=True,
                      variables=template_variables(vocabulary))
     return text, np.asarray(vocabulary.encode(text), np.int32)

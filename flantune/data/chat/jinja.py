@@ -112,6 +112,7 @@ def compile_template(source: str) -> jinja2.Template:
                             f"{err.message}") from None
 
 
+@functools.lru_cache(maxsize=64)
 def has_generation_blocks(source: str) -> bool:
     """Whether the template marks assistant text with ``{% generation %}`` blocks."""
     environment = compile_template(source).environment

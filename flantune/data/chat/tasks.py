@@ -92,7 +92,6 @@ class ChatTask(RecordTask):
     postprocess_fn: Callable | None = None
     metric_fns: tuple[Callable, ...] = ()
     seed: int = 0
-    cluster: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -157,10 +156,19 @@ class ChatTask(RecordTask):
         encoded = self.encode(split, index)
         weights = encoded.loss_mask[1:]
         where = self.source(split).where(index)
-        # A cut at a turn's end keeps that turn whole, end token included.
-        ends = np.asarray(sorted({end - 1 for _, end in encoded.turns if end > 1}), np.int64)
+        # A cut at a turn's end keeps that turn whole, end token included; a cut inside a turn
+        # keeps its end-of-turn token (turn_stops), the last one of the turn if it has none.
+        stop_id = self.end_of_turn_id()
+        turns = [(start, end) for start, end in encoded.turns if end > 1]
+        stops = []
+        for start, end in turns:
+            found = np.flatnonzero(encoded.tokens[start:end] == stop_id)
+            stops.append(start + int(found[-1]) if found.size else end - 1)
         return {"targets": encoded.tokens[1:], "loss_weights": weights.astype(np.int32),
-                "decoder_start": int(encoded.tokens[0]), "turn_ends": ends, "record": where}
+                "decoder_start": int(encoded.tokens[0]),
+                "turn_ends": np.asarray([end - 1 for _, end in turns], np.int64),
+                "turn_stops": np.asarray([stop - 1 for stop in stops], np.int64),
+                "record": where}
 
     def prompt_and_answer(self, split: str, index: int) -> tuple[str, np.ndarray, str]:
         """For evaluation: the conversation up to its last assistant turn rendered with the
@@ -173,7 +181,11 @@ class ChatTask(RecordTask):
 
 class ChatDataSource(RecordDataSource):
     """A seqio DataSource of a chat task's tokenized conversations: ``targets`` (all tokens of
-    the conversation, as ``apply_chat_template`` gives them) and ``loss_weights``."""
+    the conversation, as ``apply_chat_template`` gives them) and ``loss_weights`` (the mask).
+
+    For SeqIO's own pipelines; SeqIO's feature converters put BOS 0 before the targets and do
+    not read ``loss_weights``. flantune's batches read :meth:`ChatTask.example` instead (the
+    causal-LM convention, the mask, the turn boundaries)."""
 
     def _signature(self) -> dict[str, tf.TensorSpec]:
         return {"targets": tf.TensorSpec((None,), tf.int32),
@@ -219,7 +231,7 @@ def chat_task(name: str, *, splits: Sequence[str] = ("train", "validation"),
               system_prompt: str | None = None, record_fn: RecordFn | None = None,
               vocabulary: seqio.Vocabulary | None = None,
               postprocess_fn: Callable | None = None, metric_fns: Sequence[Callable] = (),
-              seed: int = 0, cluster: str | None = None) -> Callable[[SourceFn], ChatTask]:
+              seed: int = 0) -> Callable[[SourceFn], ChatTask]:
     """Registers the decorated ``fn(split)`` as a chat task (see :class:`ChatTask`)."""
     if not _VALID_NAME.match(name):
         raise DataError(f"Task name '{name}' is not valid for SeqIO: use letters, digits, "
@@ -232,7 +244,7 @@ def chat_task(name: str, *, splits: Sequence[str] = ("train", "validation"),
                         template=template, loss=loss, system_prompt=system_prompt,
                         vocabulary=vocabulary or DEFAULT_VOCABULARY,
                         postprocess_fn=postprocess_fn, metric_fns=tuple(metric_fns), seed=seed,
-                        cluster=cluster, description=(fn.__doc__ or "").strip().split("\n")[0])
+                        description=(fn.__doc__ or "").strip().split("\n")[0])
         return register_chat_task(task)
 
     return decorate

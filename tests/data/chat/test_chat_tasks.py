@@ -111,11 +111,37 @@ def test_a_first_turn_longer_than_the_sequence_keeps_its_end_token():
     np.testing.assert_array_equal(rows["decoder_loss_weights"][0], [0, 0, 0, 1, 1, 1])
 
 
-def test_a_prompt_longer_than_the_sequence_is_an_error_naming_the_record():
-    example = _example(25, [(12, 15)], [15])
-    with pytest.raises(DataError, match=r"file.jsonl:3: its first assistant turn starts at "
-                                        r"token 12, so a sequence of 8 tokens"):
-        DecoderFeatureConverter(pack=True).convert([example], {"targets": 8})
+def test_a_conversation_whose_prompt_fills_the_sequence_is_left_out_and_counted():
+    long, short = _example(25, [(12, 15)], [15]), _example(6, [(2, 6)], [6])
+    rows, stats = DecoderFeatureConverter(pack=True).convert([long, short], {"targets": 8})
+    assert stats.examples == 2 and stats.truncated["dropped"] == 1
+    assert rows["decoder_target_tokens"].shape == (1, 8)
+    np.testing.assert_array_equal(rows["decoder_target_tokens"][0, :6], short["targets"])
+    assert "1 conversation(s) left out" in stats.truncation_summary()
+
+
+def test_a_cut_inside_a_turn_keeps_the_end_of_turn_token_of_a_hub_template(vocabulary):
+    """A template without generation blocks: its turns run to the newline after <|im_end|>;
+    a cut inside one keeps <|im_end|> (turn_stops), not that newline."""
+    from tests.data.chat import official_templates as official
+
+    template = ChatTemplate("chatml_hub", official.CHATML)
+    long_answer = " ".join(["words"] * 40)
+
+    @chat_task("test_chat_hub_cut", template=template, vocabulary=vocabulary, splits=("train",))
+    def records(split):
+        return [{"messages": [{"role": "user", "content": "Say words."},
+                              {"role": "assistant", "content": long_answer}]}]
+
+    example = records.example("train", 0)
+    stop = vocabulary.token_id("<|im_end|>")
+    assert records.end_of_turn_id() == stop  # inferred: the template names none
+    assert example["targets"][example["turn_stops"][0]] == stop
+    assert example["targets"][example["turn_ends"][0] - 1] != stop  # the newline after it
+    rows, stats = DecoderFeatureConverter(pack=True).convert([example], {"targets": 48})
+    assert stats.truncated["inside_turn"] == 1
+    assert rows["decoder_target_tokens"][0, -1] == stop
+    assert rows["decoder_loss_weights"][0, -1] == 1
 
 
 def test_conversations_mix_with_prefix_lm_examples():

@@ -132,3 +132,22 @@ def test_a_tokenizer_whose_id_0_is_text_is_refused(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match=f"id 0 is the ordinary token '{first}'"):
         HfTokenizerVocabulary(path)
+
+
+def test_a_tokenizer_whose_id_0_is_its_eos_is_refused(tmp_path):
+    from flantune.data.hf_tokenizer_training import train_hf_tokenizer
+
+    path = train_hf_tokenizer(TEXTS, tmp_path, vocab_size=400)
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "eos_token": "<pad>"}))
+    with pytest.raises(DataError, match="id 0 is its EOS token '<pad>'"):
+        HfTokenizerVocabulary(path)
+
+
+def test_batched_tf_decode_gives_one_string_per_row(tmp_path):
+    vocabulary = HfTokenizerVocabulary(trained(tmp_path, "byte_level"))
+    rows = [list(vocabulary.encode("hello world")), list(vocabulary.encode("good bye"))]
+    width = max(map(len, rows))
+    ids = tf.constant([r + [0] * (width - len(r)) for r in rows], tf.int32)
+    assert [t.decode() for t in vocabulary.decode_tf(ids).numpy()] == ["hello world",
+                                                                      "good bye"]

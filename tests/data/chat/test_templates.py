@@ -143,3 +143,5 @@ def test_template_errors_are_clear(tmp_path):
 
     with pytest.raises(DataError, match="Chat templates need a Hugging Face tokenizer"):
         encode_conversation(LLAMA2, DEFAULT_VOCABULARY, CONVERSATION)
+    with pytest.raises(DataError, match="'mistral_legacy' has no system role"):
+        encode_conversation(MISTRAL_LEGACY, vocabulary, CONVERSATION)
