@@ -20,8 +20,14 @@ SAMPLES = [*PROBE_TEXTS, *TEXTS[::97], "Don't   stop , ok ? yes !", "é ü 你�
            "<s>[INST] hi [/INST] there </s>", "<|im_start|>user\nhi<|im_end|>\n"]
 
 
-@pytest.fixture(scope="module", params=["byte_level", "bpe", "converted"])
+@pytest.fixture(scope="module", params=["byte_level", "bpe", "converted", "shipped"])
 def tokenizer_dir(request, tmp_path_factory) -> str:
+    """Trained here (byte-level and SentencePiece-style BPE), converted from the demo's
+    SentencePiece model, and the shipped chat tokenizer (byte-level BPE on the demo's text)."""
+    if request.param == "shipped":
+        from flantune.data.vocabulary import demo_chat_tokenizer_path
+
+        return demo_chat_tokenizer_path()
     directory = tmp_path_factory.mktemp(request.param)
     return converted(directory) if request.param == "converted" else trained(directory,
                                                                              request.param)
