@@ -235,6 +235,8 @@ class _Converter:
         stop = int(stops[turn]) if turn < stops.size else tokens.size - 1
         truncated["inside_turn"] = truncated.get("inside_turn", 0) + 1
         truncated["turns"] = truncated.get("turns", 0) + int(ends.size - min(turn + 1, ends.size))
+        if stop < limit:  # the turn fits up to its end-of-turn token: cut right after it
+            return tokens[:stop + 1], kept[:stop + 1]
         keep = np.r_[np.arange(limit - 1), stop]
         return tokens[keep], kept[keep]
 

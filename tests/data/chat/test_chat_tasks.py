@@ -209,3 +209,11 @@ def test_the_configured_loss_applies_to_tasks_that_name_none(vocabulary, convers
     assert records.encode("train", multi).loss_mask.sum() > end - start
     with pytest.raises(DataError, match="Unknown chat loss 'some'"):
         set_chat_loss("some")
+
+
+def test_a_turn_that_fits_up_to_its_end_of_turn_token_is_cut_right_after_it():
+    example = {**_example(12, [(3, 10)], [10]), "turn_stops": np.asarray([7])}
+    rows, stats = DecoderFeatureConverter(pack=True).convert([example], {"targets": 9})
+    assert stats.truncated["inside_turn"] == 1
+    np.testing.assert_array_equal(rows["decoder_target_tokens"][0, :8], np.arange(10, 18))
+    assert rows["decoder_target_tokens"][0, 8] == 0
