@@ -98,6 +98,8 @@ def _inferred_end_of_turn(source: str, vocabulary: HfTokenizerVocabulary) -> str
                                       template_variables(vocabulary))
     except DataError:
         return None
+    if not spans:
+        return None
     ids, offsets = vocabulary.encode_with_offsets(text)
     low, high = spans[-1]
     inside = [i for i, (a, b) in zip(ids, offsets, strict=True)
