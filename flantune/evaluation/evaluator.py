@@ -191,16 +191,22 @@ class Evaluator:
         built when first needed: a run of chat tasks only has no 'inputs' length)."""
         decode = self.config.decode
         if eos_id is not None and eos_id != decode.eos_id:
-            if decode.eos_id != DecodeConfig().eos_id:
-                raise ValueError(f"DecodeConfig.eos_id={decode.eos_id} differs from the task "
-                                 f"vocabulary's EOS id {eos_id}, where its examples end; drop "
-                                 "the binding (evaluation stops at the vocabulary's EOS).")
+            self._check_stop(eos_id, "the task vocabulary's EOS id")
             decode = dataclasses.replace(decode, eos_id=eos_id)
         if decode.eos_id not in self._predictors:
             self._predictors[decode.eos_id] = Predictor(
                 self.spec, decode, self.lengths, self.config.batch_size, self._mesh,
                 self._rules)
         return self._predictors[decode.eos_id]
+
+    def _check_stop(self, stop_id: int, what: str) -> None:
+        """Evaluation stops where the task's examples end (`stop_id`); a DecodeConfig.eos_id
+        bound to another id would be ignored, so it is an error."""
+        configured = self.config.decode.eos_id
+        if configured != DecodeConfig().eos_id:
+            raise ValueError(f"DecodeConfig.eos_id={configured} differs from {what} {stop_id}, "
+                             "where the task's examples end; drop the binding (evaluation "
+                             "stops there).")
 
     @functools.cached_property
     def scorer(self) -> Scorer:
@@ -215,11 +221,8 @@ class Evaluator:
         answer = min(-(-2 * max(ex.target_tokens.size for ex in examples) // 32) * 32,
                      int(self.lengths["targets"]))
         key = (prompt, answer, int(examples[0].stop_id))
-        configured = self.config.decode.eos_id
-        if configured != DecodeConfig().eos_id and configured != key[2]:
-            raise ValueError(f"DecodeConfig.eos_id={configured} differs from the chat "
-                             f"template's end-of-turn id {key[2]}, where its answers end; drop "
-                             "the binding (chat tasks stop at the end of the turn).")
+        if key[2] != self.config.decode.eos_id:
+            self._check_stop(key[2], "the chat template's end-of-turn id")
         if key not in self._chat_predictors:
             self._chat_predictors[key] = Predictor(
                 self.spec, self.config.decode, {"inputs": prompt, "targets": answer},

@@ -229,7 +229,7 @@ def export_to_hf(source: str | Path, destination: str | Path, *, max_shard_size:
     # place only when all of it (tokenizer check included) succeeded: no half-written export.
     with _staged(final) as destination:
         files, tokenizer_files = _write(config, params, destination, vocab, run, ids, warnings,
-                                        extra_config, max_shard_size, dtype, chat)
+                                        extra_config, max_shard_size, dtype, chat, hf_vocab)
     moved = [final / f.relative_to(destination) for f in files]
     written = [*moved, final / "config.json", final / GENERATION_CONFIG_FILE]
     return Export(config, ids, written, [final / f.relative_to(destination)
@@ -299,13 +299,14 @@ def _stop_id(chat: ChatTemplate | None, vocabulary: HfTokenizerVocabulary) -> in
 
 def _write(config: ModelConfig, params, destination: Path, vocab, run: RunConfig | None, ids,
            warnings: list[str], extra_config: dict, max_shard_size: int, dtype: str | None,
-           chat: ChatTemplate | None = None) -> tuple[list[Path], list[Path]]:
+           chat: ChatTemplate | None = None, hf_vocab: HfTokenizerVocabulary | None = None
+           ) -> tuple[list[Path], list[Path]]:
     """Writes the tokenizer (checked against flantune's encoding) and the weights into
     `destination`; returns the weight files and the tokenizer files."""
     tokenizer_files: list[Path] = []
-    if vocab is not None and is_hf_tokenizer_path(vocab[0]):
+    if hf_vocab is not None:
         tokenizer_files = save_hf_tokenizer(
-            _hf_vocabulary(vocab[0]), destination, vocab_size=config.vocab_size,
+            hf_vocab, destination, vocab_size=config.vocab_size,
             chat_template=None if chat is None else chat.source)
     elif vocab is not None:
         is_decoder = isinstance(config, DecoderConfig)
