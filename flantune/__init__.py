@@ -21,6 +21,7 @@ from flantune.data import (  # noqa: E402
     temperature_scaled,
 )
 from flantune.data.chat import chat_task  # noqa: E402
+from flantune.data.preference import preference_task  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,5 +35,5 @@ def registered_task_names() -> list[str]:
 
 __all__ = [
     "FewShotConfig", "Template", "chat_task", "cot_template", "examples_proportional", "inverted",
-    "mixture", "registered_task_names", "task", "temperature_scaled",
+    "mixture", "preference_task", "registered_task_names", "task", "temperature_scaled",
 ]

@@ -21,6 +21,7 @@ from flantune.evaluation.during_training import evaluation_factory
 from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
 from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
+from flantune.preference import PreferenceConfig, PreferenceObjective
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
 from flantune.train.losses import LossConfig
@@ -28,7 +29,8 @@ from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
-             EvalConfig, DecodeConfig, LoraConfig, PrefixConfig, PromptConfig):
+             EvalConfig, DecodeConfig, LoraConfig, PrefixConfig, PromptConfig,
+             PreferenceConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -47,12 +49,14 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
                  progress: bool = True, eval: EvalConfig | None = None,
                  max_nonfinite_steps: int = 10, use_cached_tasks: bool = False,
                  eval_period: int | None = None, adapter: AdapterConfig | None = None,
-                 pack: bool = True) -> TrainConfig:
+                 pack: bool = True, preference: PreferenceConfig | None = None
+                 ) -> TrainConfig:
     """The TrainConfig the gin config describes (the model: a gin model file's selection).
 
     t5x's macros, with t5x's meaning: RANDOM_SEED (``seed``; an integer, since flantune runs
     are reproducible), USE_CACHED_TASKS (False: flantune renders tasks as it trains) and
-    EVAL_PERIOD (``eval_period``: the same as EVAL_EVERY_STEPS)."""
+    EVAL_PERIOD (``eval_period``: the same as EVAL_EVERY_STEPS). ``preference``
+    (``@flantune.PreferenceConfig()``) makes the run preference tuning (DPO, IPO, hinge)."""
     train_steps = _as_int("TRAIN_STEPS", train_steps)
     batch_size = _as_int("BATCH_SIZE", batch_size)
     if seed is None:
@@ -87,7 +91,8 @@ def train_config(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.
         initial_checkpoint_path=initial_checkpoint_path, seed=seed,
         log_every_steps=log_every_steps, window=window, mixing=mixing, progress=progress,
         evaluation=evaluation_factory(eval), max_nonfinite_steps=max_nonfinite_steps,
-        adapter=adapter, pack=pack)
+        adapter=adapter, pack=pack,
+        objective=PreferenceObjective(preference) if preference is not None else None)
 
 
 def _as_int(macro: str, value) -> int:

@@ -1,3 +1,3 @@
 """Task definitions shipped with flantune; importing this package registers them."""
 
-from . import chat, demo, examples  # noqa: F401
+from . import chat, demo, examples, preference  # noqa: F401

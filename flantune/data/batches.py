@@ -64,7 +64,7 @@ def check_token_ids(examples: list[dict[str, Any]], vocab_size: int,
     is outside ``[0, vocab_size)``: such ids index past the embedding table and train as NaN."""
     worst: dict[int, tuple[int, str]] = {}
     for example in examples:
-        for feature in ("inputs", "targets"):
+        for feature in ("inputs", "targets", "chosen", "rejected"):
             ids = example.get(feature)
             if ids is None or not len(ids):
                 continue
@@ -104,6 +104,11 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
                  seed: int = 0, process_index: int = 0, process_count: int = 1,
                  window: int = 4096, mixing: str = "exact", pack: bool = True,
                  vocab_size: int | None = None):
+        self._arguments = dict(
+            mixture_or_task=mixture_or_task, task_feature_lengths=task_feature_lengths,
+            batch_size=batch_size, converter=converter, split=split, seed=seed,
+            process_index=process_index, process_count=process_count, window=window,
+            mixing=mixing, pack=pack, vocab_size=vocab_size)
         if batch_size <= 0 or window <= 0:
             raise DataError(f"batch_size and window must be positive, got {batch_size}, {window}.")
         self.stream = ExampleStream(mixture_or_task, split=split, seed=seed,
@@ -146,6 +151,21 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
                 self.stream.process_count, self.window, mixing, pack,
                 sorted(self.task_feature_lengths.items()), type(self.converter).__name__]
         return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the data configuration (what a saved state must belong to)."""
+        return self._fingerprint
+
+    def fork(self) -> BatchIterator:
+        """A second iterator of the same configuration at this one's position (it gives the
+        batches this one will give; the two advance separately)."""
+        arguments = dict(self._arguments)
+        if not isinstance(arguments["converter"], str):
+            arguments["converter"] = self.converter
+        other = BatchIterator(**arguments)
+        other.set_state(self.get_state())
+        return other
 
     def model_feature_lengths(self) -> dict[str, int]:
         return self.converter.model_feature_lengths(self.task_feature_lengths)

@@ -44,7 +44,8 @@ class ConversionStats:
         for chat conversations also "conversations" (conversations cut), "turns" (assistant
         turns dropped by those cuts), "inside_turn" (conversations whose first trained
         turn was cut inside, keeping its end-of-turn token) and "dropped" (conversations left
-        out: their prompt leaves no room in the sequence for a trained token).
+        out: their prompt leaves no room in the sequence for a trained token); for preference
+        pairs "pairs" (pairs cut) and "dropped_pairs" (pairs left out).
       tokens: per token model feature, real (non-padding) tokens after truncation.
       slots: per token model feature, rows * feature length.
     """
@@ -84,6 +85,12 @@ class ConversionStats:
         if self.truncated.get("dropped"):
             parts.append(f"{self.truncated['dropped']} conversation(s) left out: their prompt "
                          "leaves no room for a trained token")
+        if self.truncated.get("pairs"):
+            parts.append(f"{self.truncated['pairs']} preference pair(s) cut at the end of their "
+                         "completions")
+        if self.truncated.get("dropped_pairs"):
+            parts.append(f"{self.truncated['dropped_pairs']} preference pair(s) left out: their "
+                         "prompt leaves no room for a completion token")
         if not parts:
             return None
         return (f"of {self.examples} examples read: " + "; ".join(parts)

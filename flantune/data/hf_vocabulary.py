@@ -192,6 +192,11 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
         """Token ids of many texts at once (the tokenizers library's batched, threaded path)."""
         return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
+    def encode_with_special_tokens(self, text: str) -> list[int]:
+        """Token ids as ``tokenizer(text)`` gives them: with the special tokens the tokenizer's
+        post-processor adds (e.g. Llama's BOS)."""
+        return self._tokenizer.encode(text, add_special_tokens=True).ids
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of ``text`` and each token's character span in it."""
         encoding = self._tokenizer.encode(text, add_special_tokens=False)

@@ -26,6 +26,7 @@ from flantune.data.chat.encoding import hf_vocabulary
 from flantune.data.chat.tasks import ChatTask, chat_task_for
 from flantune.data.errors import DataError
 from flantune.data.mixtures import get_provider, task_shares
+from flantune.data.preference.tasks import PreferenceTask, preference_task_for
 from flantune.data.seeding import rng_for
 from flantune.data.tasks import FlanTask, flan_task_for, token_length_fn
 from flantune.data.variants import Variant
@@ -137,6 +138,22 @@ class ChatTaskExamples(FlanTaskExamples):
                 "num_exemplars": 0}
 
 
+class PreferenceTaskExamples(FlanTaskExamples):
+    """Random-access pairs of a preference task, in the same seeded record order."""
+
+    def __init__(self, preference_task: PreferenceTask, split: str, *, seed: int,
+                 process_index: int = 0, process_count: int = 1):
+        super().__init__(preference_task, None, split, seed=seed, process_index=process_index,
+                         process_count=process_count)
+
+    def get_many(self, ks: Sequence[int]) -> list[dict[str, Any]]:
+        return [self.flan_task.example(self.split, self._record_index(int(k))[0]) for k in ks]
+
+    def rendered(self, k: int) -> dict[str, Any]:
+        """The pair of example ``k`` as text, with its token counts."""
+        return self.flan_task.rendered(self.split, self._record_index(int(k))[0])
+
+
 class SeqioTaskExamples:
     """Sequential tokenized examples of a plain seqio task (its own preprocessors), one process."""
 
@@ -187,6 +204,10 @@ def task_examples(task_name: str, split: str, *, seed: int, process_index: int =
     if chat is not None:
         return ChatTaskExamples(chat, split, seed=seed, process_index=process_index,
                                 process_count=process_count)
+    pairs = preference_task_for(task_name)
+    if pairs is not None:
+        return PreferenceTaskExamples(pairs, split, seed=seed, process_index=process_index,
+                                      process_count=process_count)
     found = flan_task_for(task_name)
     if found is not None:
         flan_task, variant = found

@@ -239,7 +239,8 @@ class FlanDataSource(RecordDataSource):
 
 def token_length_fn(output_features: Mapping[str, seqio.Feature]) -> Callable[[str], int]:
     """Counts tokens of a text with the task's inputs vocabulary (used to cap few-shot prompts)."""
-    feature = output_features.get("inputs") or output_features["targets"]
+    feature = (output_features.get("inputs") or output_features.get("targets")
+               or next(iter(output_features.values())))
     vocabulary = feature.vocabulary
 
     def length(text: str) -> int:

@@ -41,7 +41,15 @@ from flantune.train.checkpoints import (
     load_initial_params,
 )
 from flantune.train.checkpoints import _check_writable as check_writable
+from flantune.train.losses import LossConfig
 from flantune.train.metric_writers import MetricWriter, ProgressBar, Throughput, per_task_losses
+from flantune.train.objective import (
+    OBJECTIVE_FILE,
+    ObjectiveContext,
+    PreparedObjective,
+    TrainObjective,
+    per_task_metrics,
+)
 from flantune.train.optimizers import OptimizerConfig, make_optimizer
 from flantune.train.preemption import StopRequest
 from flantune.train.run_lock import RunLock, RunLockError
@@ -111,6 +119,9 @@ class TrainConfig:
     # Parameter-efficient tuning (flantune.peft, e.g. LoraConfig()): only the adapter trains and
     # is checkpointed; the base is INITIAL_CHECKPOINT_PATH (else the random initialisation).
     adapter: AdapterConfig | None = None
+    # Another training objective than token cross-entropy (flantune.train.objective), e.g.
+    # flantune.preference.PreferenceObjective(PreferenceConfig()); None: instruction tuning.
+    objective: TrainObjective | None = None
 
 
 @dataclasses.dataclass
@@ -150,6 +161,12 @@ def train(config: TrainConfig, *, on_step: Callable[[int, dict], None] | None = 
         raise TrainError("Prompt tuning of T5 puts a soft prompt before each example's encoder "
                          "inputs, which packed rows (several examples each) cannot hold; set "
                          "flantune.train_config.pack = False.")
+    if config.objective is not None and config.step.loss != LossConfig():
+        raise TrainError(
+            f"The token loss settings {config.step.loss} (Z_LOSS, LABEL_SMOOTHING, "
+            f"LOSS_NORMALIZING_FACTOR) do not apply to {type(config.objective).__name__}: its "
+            "loss is its own (for preference tuning averaged over pairs; conservative DPO is "
+            "PreferenceConfig.label_smoothing). Leave them at their defaults.")
     mesh = partitioning.make_mesh(config.mesh)
     partitioning.check_batch_size(config.batch_size, mesh)
     rules = _rules(config)
@@ -177,7 +194,7 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
     optimizer, schedule = make_optimizer(config.optimizer)
     data = BatchIterator(
         config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
-        batch_size=config.batch_size // processes, converter=spec.family,
+        batch_size=config.batch_size // processes, converter=_converter(config, spec),
         seed=config.seed if config.data_seed is None else config.data_seed,
         process_index=process, process_count=processes, window=config.window,
         mixing=config.mixing, pack=config.pack, vocab_size=config.model.vocab_size)
@@ -190,13 +207,23 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
         frozen = _base_params(config, spec, base_shardings, checkpointer)
         state = _initial_state(config, spec, optimizer, shardings, checkpointer, data)
         start = int(jax.device_get(state["step"]))
-        step_fn = jax.jit(make_train_step(spec, optimizer, schedule, step_config),
-                          in_shardings=(shardings, partitioning.batch_sharding(mesh),
-                                        base_shardings),
-                          out_shardings=(shardings, None), donate_argnums=(0,))
+        full_shardings = spec.join(shardings["params"], base_shardings)
+        prepared = _prepare_objective(config, ObjectiveContext(
+            config=config, spec=spec, mesh=mesh, rules=rules, frozen=frozen,
+            frozen_shardings=base_shardings, param_shardings=full_shardings, data=data,
+            start=start))
+        step_fn = jax.jit(
+            make_train_step(spec, optimizer, schedule, step_config,
+                            prepared.step if prepared else None),
+            in_shardings=(shardings, partitioning.batch_sharding(mesh), base_shardings,
+                          prepared.reference_shardings if prepared else None),
+            out_shardings=(shardings, None), donate_argnums=(0,))
+        reference = prepared.reference if prepared else None
+        add_features = prepared.add_features if prepared else None
         writer = MetricWriter(config.model_dir, "train", enabled=is_chief)
-        evaluation = _training_eval(config, spec, mesh, rules,
-                                    spec.join(shardings["params"], base_shardings))
+        evaluation = _Evaluations.of(
+            _training_eval(config, spec, mesh, rules, full_shardings),
+            prepared.evaluation if prepared else None)
         write_config(config.model_dir, MIXTURE_FILE, mixture_description(data))
         throughput, losses = Throughput(), {}
         pending: list[tuple[int, dict]] = []
@@ -209,8 +236,10 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
                 for step in range(start, config.train_steps):
                     local, data_state = next(batches)
                     throughput.add(real_tokens(local) * processes)
+                    if add_features is not None:
+                        local = add_features(local, step)
                     state, metrics = step_fn(state, partitioning.global_batch(local, mesh),
-                                             frozen)
+                                             frozen, reference)
                     pending.append((step + 1, metrics))
                     done = step + 1
                     stopping = stop.should_stop(done)
@@ -268,6 +297,62 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
     final = stopped_at if stopped_at is not None else max(start, config.train_steps)
     return TrainResult(final_step=final, losses=losses, model_dir=config.model_dir,
                        interrupted=stopped_at is not None)
+
+
+def _converter(config: TrainConfig, spec: ModelSpec):
+    """The batches' feature converter: the model family's, or the objective's."""
+    marker = absolute_path(config.model_dir) / OBJECTIVE_FILE
+    if config.objective is None:
+        if marker.exists():
+            raise TrainError(f"{config.model_dir} holds a run with another training objective "
+                             f"({OBJECTIVE_FILE}); configure it again to resume (e.g. "
+                             "flantune.train_config.preference), or use another MODEL_DIR.")
+        return spec.family
+    try:
+        return config.objective.converter(spec.family, pack=config.pack,
+                                          mixture_or_task=config.mixture_or_task_name)
+    except DataError as err:
+        raise TrainError(str(err)) from None
+
+
+def _prepare_objective(config: TrainConfig, context: ObjectiveContext
+                       ) -> PreparedObjective | None:
+    if config.objective is None:
+        return None
+    try:
+        return config.objective.prepare(context)
+    except (ValueError, OSError) as err:
+        raise TrainError(f"{type(config.objective).__name__}: {err}") from None
+
+
+class _Evaluations:
+    """The loop's evaluations (held-out decoding and an objective's own) as one."""
+
+    def __init__(self, hooks: list[TrainingEvaluation]):
+        self.hooks = hooks
+        self.tasks = [t for hook in hooks for t in hook.tasks]
+        self._due: list[TrainingEvaluation] = []
+
+    @classmethod
+    def of(cls, *hooks: TrainingEvaluation | None) -> _Evaluations | None:
+        present = [h for h in hooks if h is not None]
+        return cls(present) if present else None
+
+    def due(self, step: int, *, last: bool, saving: bool) -> bool:
+        """Whether any is due; ``run`` then runs those that are."""
+        self._due = [h for h in self.hooks if h.due(step, last=last, saving=saving)]
+        return bool(self._due)
+
+    def run(self, params: PyTree, step: int, show: Callable[[Any], None] | None = None
+            ) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for hook in self._due:
+            out.update(hook.run(params, step, show))
+        return out
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.close()
 
 
 def loss_history(losses: Mapping[int, float], first_bad: int, checkpoints: list[int],
@@ -341,6 +426,7 @@ def _log(pending: list[tuple[int, dict]], task_names, throughput: Throughput,
         if "task_loss_sum" in values:
             scalars.update(per_task_losses(task_names, np.asarray(values["task_loss_sum"]),
                                            np.asarray(values["task_tokens"])))
+        scalars.update(per_task_metrics(task_names, values))
         scalars["tokens_per_s"] = tokens_per_s
         writer.scalars(step, scalars)
         out.append((step, scalars))

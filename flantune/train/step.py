@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from flantune.train.losses import LossConfig, LossNormalization, loss_sums
+from flantune.train.objective import StepObjective
 from flantune.train.state import ModelSpec
 
 PyTree = Any
@@ -60,58 +61,70 @@ def _denominator(sums: Mapping[str, jax.Array]) -> jax.Array:
 
 
 def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, config: StepConfig
+                    schedule: optax.Schedule, config: StepConfig,
+                    objective: StepObjective | None = None
                     ) -> Callable[[PyTree, Batch], tuple[PyTree, dict[str, jax.Array]]]:
-    """``step(state, batch, frozen=None) -> (state, metrics)``; jit it with the state's
-    shardings. ``state["params"]`` are the trainable parameters; an adapted model's frozen base
-    parameters come as ``frozen`` and get no gradients (they are constants of the loss)."""
+    """``step(state, batch, frozen=None, reference=None) -> (state, metrics)``; jit it with the
+    state's shardings. ``state["params"]`` are the trainable parameters; an adapted model's
+    frozen base parameters come as ``frozen`` and get no gradients (they are constants of the
+    loss). With an ``objective`` (flantune.train.objective) its loss replaces the token
+    cross-entropy; ``reference`` is its extra argument (e.g. a reference model's parameters)."""
     family = spec.family
     dropout = uses_dropout(spec)
 
-    def sums_and_grads(params: PyTree, frozen: PyTree, batch: Batch, rng: jax.Array,
-                       normalize: bool):
+    def sums_and_grads(params: PyTree, frozen: PyTree, reference: PyTree, batch: Batch,
+                       rng: jax.Array, normalize: bool):
         """Loss sums and gradients of the summed loss, or with `normalize` of the loss divided
         by this batch's denominator (one pass fewer over the gradients than dividing them)."""
+        values = (None if objective is None
+                  else jax.lax.stop_gradient(objective.reference_values(batch, reference, frozen)))
+
         def loss_fn(p: PyTree):
             model = spec.merge(spec.join(p, frozen))
             # The model config's dropout_rate applies in training, as in t5x (evaluation,
             # scoring and decoding call the model deterministically).
             logits = model(**model_inputs(batch, family), deterministic=not dropout,
                            dropout_rng=rng if dropout else None)
-            sums = loss_sums(logits, batch["decoder_target_tokens"],
-                             batch["decoder_loss_weights"], config.loss,
-                             segment_ids=batch.get("decoder_segment_ids"),
-                             task_ids=batch.get("decoder_task_ids"), num_tasks=config.num_tasks)
-            objective = sums["loss"]
+            if objective is not None:
+                sums = objective.loss_sums(logits, batch, values)
+            else:
+                sums = loss_sums(logits, batch["decoder_target_tokens"],
+                                 batch["decoder_loss_weights"], config.loss,
+                                 segment_ids=batch.get("decoder_segment_ids"),
+                                 task_ids=batch.get("decoder_task_ids"),
+                                 num_tasks=config.num_tasks)
+            total = sums["loss"]
             if normalize:
-                objective = objective / _denominator(sums)
-            return objective, sums
+                total = total / _denominator(sums)
+            return total, sums
 
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return sums, grads
 
-    def step(state: PyTree, batch: Batch, frozen: PyTree | None = None
-             ) -> tuple[PyTree, dict[str, jax.Array]]:
+    def step(state: PyTree, batch: Batch, frozen: PyTree | None = None,
+             reference: PyTree | None = None) -> tuple[PyTree, dict[str, jax.Array]]:
         params = state["params"]
         rng, step_rng = jax.random.split(state["rng"])
         if config.num_microbatches == 1:
-            sums, grads = sums_and_grads(params, frozen, batch, step_rng, normalize=True)
+            sums, grads = sums_and_grads(params, frozen, reference, batch, step_rng,
+                                         normalize=True)
             denominator = _denominator(sums)
         else:
             micro = _microbatches(batch, config.num_microbatches)
             keys = jax.random.split(step_rng, config.num_microbatches)
             zero_sums, zero_grads = jax.eval_shape(
-                lambda *a: sums_and_grads(*a, normalize=False), params, frozen,
+                lambda *a: sums_and_grads(*a, normalize=False), params, frozen, reference,
                 jax.tree.map(lambda x: x[0], micro), keys[0])
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zero_sums, zero_grads))
 
             def accumulate(carry, xs):
                 part, key = xs
-                sums_i, grads_i = sums_and_grads(params, frozen, part, key, normalize=False)
+                sums_i, grads_i = sums_and_grads(params, frozen, reference, part, key,
+                                                 normalize=False)
                 return jax.tree.map(jnp.add, carry, (sums_i, grads_i)), None
 
             (sums, grads), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
-            if config.loss.normalization is LossNormalization.CONSTANT:
+            if objective is None and config.loss.normalization is LossNormalization.CONSTANT:
                 sums["denominator"] = jnp.asarray(config.loss.constant, jnp.float32)
             denominator = _denominator(sums)
             grads = jax.tree.map(lambda g: g / denominator, grads)
@@ -129,15 +142,21 @@ def make_train_step(spec: ModelSpec, optimizer: optax.GradientTransformation,
                 finite, apply, lambda p, o, _: (p, o), params, state["opt_state"], grads)
         else:
             new_params, opt_state = apply(params, state["opt_state"], grads)
-        metrics = {
-            "loss": sums["loss"] / denominator,
-            "z_loss": sums["z_loss"] / denominator,
-            "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0),
-            "target_tokens": sums["weight"],
+        common = {
             "learning_rate": schedule(state["step"]),
             "grad_norm": grad_norm,
             "nonfinite": jnp.logical_not(finite).astype(jnp.float32),
         }
+        if objective is not None:
+            metrics = {"loss": sums["loss"] / denominator, **objective.metrics(sums), **common}
+        else:
+            metrics = {
+                "loss": sums["loss"] / denominator,
+                "z_loss": sums["z_loss"] / denominator,
+                "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0),
+                "target_tokens": sums["weight"],
+                **common,
+            }
         if "task_loss" in sums:
             metrics["task_loss_sum"] = sums["task_loss"]
             metrics["task_tokens"] = sums["task_weight"]

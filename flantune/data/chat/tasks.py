@@ -68,6 +68,16 @@ def set_chat_loss(loss: str) -> None:
     _configured["loss"] = loss
 
 
+def resolve_chat_template(template: str | ChatTemplate | None, vocabulary: Any
+                          ) -> ChatTemplate:
+    """A task's template: its own (a template or a name), ``"tokenizer"`` (the vocabulary's
+    own), or for None the configured one (gin ``flantune.chat_template.name``)."""
+    chosen = template if template is not None else configured_chat_template()
+    if chosen == TOKENIZER_TEMPLATE:
+        return template_from_tokenizer(hf_vocabulary(vocabulary))
+    return get_chat_template(chosen)
+
+
 @dataclasses.dataclass(eq=False)
 class ChatTask(RecordTask):
     """A task of whole conversations (see the module docstring).
@@ -107,10 +117,7 @@ class ChatTask(RecordTask):
 
     def chat_template(self) -> ChatTemplate:
         """The template this task renders with (resolved when used: gin may choose it)."""
-        chosen = self.template if self.template is not None else configured_chat_template()
-        if chosen == TOKENIZER_TEMPLATE:
-            return template_from_tokenizer(hf_vocabulary(self.vocabulary))
-        return get_chat_template(chosen)
+        return resolve_chat_template(self.template, self.vocabulary)
 
     @property
     def loss_mode(self) -> str:

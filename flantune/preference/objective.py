@@ -1,0 +1,196 @@
+"""Preference tuning as a training objective of flantune's own train step and loop.
+
+``PreferenceObjective(PreferenceConfig(...))`` goes into ``TrainConfig.objective`` (gin:
+``flantune.train_config.preference = @flantune.PreferenceConfig()``): the batches hold pairs
+(flantune.data.preference), the step's loss is DPO / IPO / hinge against the reference model,
+and everything else is the ordinary run: sharding, microbatches, checkpoints and bit-identical
+resume, adapters, gin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+import flantune.partitioning as partitioning
+from flantune.data.errors import DataError
+from flantune.data.mixtures import get_provider, task_shares
+from flantune.data.preference.converter import PreferenceFeatureConverter
+from flantune.data.preference.tasks import preference_task_for
+from flantune.evaluation.scoring import gather, process_rows
+from flantune.preference.config import PreferenceConfig
+from flantune.preference.losses import (
+    REFERENCE_FEATURES,
+    pair_log_probs,
+    pair_metrics,
+    pair_sums,
+)
+from flantune.preference.reference import (
+    Reference,
+    ReferenceCache,
+    check_or_write_record,
+    load_reference,
+    objective_record,
+)
+from flantune.train.objective import ObjectiveContext, PreparedObjective
+from flantune.train.state import ModelSpec
+from flantune.train.step import model_inputs
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+ADAPTER_DISABLED, PARAMS, PRECOMPUTED = "adapter_disabled", "params", "precomputed"
+
+
+@dataclasses.dataclass(frozen=True)
+class PairStep:
+    """The step's part of the objective (flantune.train.objective.StepObjective).
+
+    ``source``: where the reference log-probabilities come from: ``adapter_disabled`` (the
+    frozen base, scored by ``reference_spec``), ``params`` (the step's ``reference`` argument)
+    or ``precomputed`` (the batch's reference features).
+    """
+
+    config: PreferenceConfig
+    source: str
+    reference_spec: ModelSpec | None
+    num_tasks: int
+
+    def reference_values(self, batch: Batch, reference: PyTree | None,
+                         frozen: PyTree | None) -> PyTree | None:
+        if self.source == PRECOMPUTED:
+            return None
+        params = frozen if self.source == ADAPTER_DISABLED else reference
+        model = self.reference_spec.merge(params)
+        logits = model(**model_inputs(batch, "decoder"), deterministic=True)
+        scored = pair_log_probs(logits, batch)
+        return {"chosen": scored["chosen"], "rejected": scored["rejected"]}
+
+    def loss_sums(self, logits: jax.Array, batch: Batch, reference_values: PyTree | None
+                  ) -> dict[str, jax.Array]:
+        policy = pair_log_probs(logits, batch)
+        if reference_values is None:
+            missing = [k for k in REFERENCE_FEATURES if k not in batch]
+            if missing:
+                raise ValueError(f"the batch lacks the precomputed reference features {missing}")
+            chosen, rejected = (batch[k] for k in REFERENCE_FEATURES)
+        else:
+            chosen, rejected = reference_values["chosen"], reference_values["rejected"]
+        return pair_sums(policy, chosen, rejected, self.config, self.num_tasks)
+
+    def metrics(self, sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return pair_metrics(sums)
+
+
+def preference_tasks(mixture_or_task: str) -> list[str]:
+    """The leaf tasks of a mixture, checked to be preference tasks."""
+    names = list(task_shares(get_provider(mixture_or_task)))
+    others = [n for n in names if preference_task_for(n) is None]
+    if others:
+        raise DataError(f"'{mixture_or_task}' has tasks that are not preference tasks: "
+                        f"{others}; a preference run trains on pairs (@flantune.preference_task "
+                        "with format='preference' or 'hh_preference'). Train instruction tasks "
+                        "first and start the preference run from that checkpoint.")
+    return names
+
+
+class PreferenceObjective:
+    """DPO / IPO / hinge preference tuning (flantune.train.objective.TrainObjective)."""
+
+    def __init__(self, config: PreferenceConfig | None = None):
+        self.config = config or PreferenceConfig()
+
+    def describe(self) -> dict[str, Any]:
+        return {"objective": "preference", **self.config.to_dict()}
+
+    def converter(self, family: str, *, pack: bool, mixture_or_task: str
+                  ) -> PreferenceFeatureConverter:
+        if family != "decoder":
+            raise DataError("Preference tuning trains decoder-only models (a pair is two "
+                            "decoder sequences); the configured model is an encoder-decoder. "
+                            "Use a decoder model gin (e.g. gin_configs/models/llama_tiny.gin).")
+        preference_tasks(mixture_or_task)
+        return PreferenceFeatureConverter(pack=pack)
+
+    def prepare(self, context: ObjectiveContext) -> PreparedObjective:
+        """Resolves the reference, records or checks it in MODEL_DIR, precomputes the reference
+        log-probabilities if configured, and builds the held-out evaluation."""
+        from flantune.preference.evaluation import PreferenceEvaluation
+
+        config, run = self.config, context.config
+        reference = load_reference(config, context, context.show)
+        resuming = context.start > 0 or _has_checkpoints(run.model_dir)
+        check_or_write_record(run.model_dir, objective_record(config, reference), resuming)
+        num_tasks = len(context.data.task_names)
+        source = ADAPTER_DISABLED if reference.kind == ADAPTER_DISABLED else PARAMS
+        scoring = PairStep(config, source, reference.spec, num_tasks)
+        evaluation = None
+        if config.eval_split is not None:
+            evaluation = PreferenceEvaluation(config, scoring, context, reference)
+        if not config.precompute_reference:
+            return PreparedObjective(step=scoring, reference=reference.params,
+                                     reference_shardings=reference.shardings,
+                                     evaluation=evaluation)
+        cache = ReferenceCache(run.model_dir, ReferenceCache.make_key(
+            context.data.fingerprint, run.batch_size, reference.fingerprint))
+        cache.load()
+        _precompute(cache, scoring, reference, context)
+        if evaluation is not None:
+            evaluation.score_reference()  # before the reference weights are let go
+            evaluation.reference = None
+        return PreparedObjective(step=PairStep(config, PRECOMPUTED, None, num_tasks),
+                                 add_features=cache.features, evaluation=evaluation)
+
+
+def _has_checkpoints(model_dir: str) -> bool:
+    from flantune.train.checkpoint_kinds import absolute_path
+
+    directory = absolute_path(model_dir)
+    return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def reference_scorer(scoring: PairStep, reference: Reference, context: ObjectiveContext):
+    """``score(local_batch) -> (chosen, rejected)``: the reference's log-probabilities of this
+    process's rows, [rows, pair slots] numpy arrays."""
+    mesh = context.mesh
+    if reference.params is None:  # the adapter run's frozen base
+        weights, shardings = context.frozen, context.frozen_shardings
+        fn = jax.jit(lambda w, batch: scoring.reference_values(batch, None, w),
+                     in_shardings=(shardings, partitioning.batch_sharding(mesh)))
+    else:
+        weights, shardings = reference.params, reference.shardings
+        fn = jax.jit(lambda w, batch: scoring.reference_values(batch, w, None),
+                     in_shardings=(shardings, partitioning.batch_sharding(mesh)))
+
+    def score(local: Mapping[str, Any]):
+        batch = partitioning.global_batch(local, mesh)
+        values = fn(weights, batch)
+        rows = process_rows(batch["decoder_target_tokens"].shape[0], mesh)
+        return gather(values["chosen"])[rows], gather(values["rejected"])[rows]
+
+    return score
+
+
+def _precompute(cache: ReferenceCache, scoring: PairStep, reference: Reference,
+                context: ObjectiveContext) -> None:
+    """Scores the reference on the training batches of steps [start, TRAIN_STEPS) that the
+    cache lacks, then saves the cache."""
+    steps = range(context.start, context.config.train_steps)
+    missing = [s for s in steps if s not in cache.values]
+    if not missing:
+        return
+    if jax.process_index() == 0:
+        context.show(f"Precomputing the reference log-probabilities of {len(missing)} training "
+                     f"batches (steps {missing[0] + 1}..{missing[-1] + 1}) into "
+                     f"{cache.path.parent}")
+    score = reference_scorer(scoring, reference, context)
+    batches = context.data.fork()
+    for step in steps:
+        local = next(batches)
+        if step in cache.values:
+            continue
+        chosen, rejected = score(local)
+        cache.store(step, local, chosen, rejected)
+    cache.save()
