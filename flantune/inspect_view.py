@@ -62,6 +62,12 @@ def print_report(report: MixtureReport, console: Console | None = None) -> None:
         if "conversation" in example:
             console.print(conversation_text(example), highlight=False)
             continue
+        if "chosen" in example:  # a preference pair
+            for part in ("prompt", "chosen", "rejected"):
+                tokens = f" ({example[part + '_tokens']} tokens)"
+                console.print(f"[bold]{part}{tokens}:[/bold]", markup=True)
+                console.print(example[part], markup=False, highlight=False)
+            continue
         console.print("[bold]inputs:[/bold]", markup=True)
         console.print(example["inputs"], markup=False, highlight=False)
         console.print("[bold]targets:[/bold]", markup=True)

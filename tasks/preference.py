@@ -2,8 +2,8 @@
 
 ``dpo_reasoning``: pair k asks a question of one demo task (the twelve taken in turn) as a chat
 user turn, rendered zero-shot by the task's own templates, exactly as ``chat_reasoning`` asks
-it; the chosen reply is its target (the gold answer), the rejected one the same text with the
-gold answer replaced by the answer of a later record of the same task that the generator's own
+it; the chosen reply is its target (the gold answer), the rejected one the same text with its
+final answer replaced by the answer of a later record of the same task that the generator's own
 ``score_answer`` scores below 1 for this question (a wrong answer in the same form).
 ``dpo_example`` reads the shipped TRL-style file ``tasks/examples/preference_style.jsonl``
 (prompt / chosen / rejected strings and message lists).
@@ -40,11 +40,17 @@ def wrong_answer(flan_task, split: str, index: int) -> str | None:
     return None
 
 
+def replace_last(text: str, old: str, new: str) -> str:
+    """``text`` with its last ``old`` (the stated final answer) replaced by ``new``."""
+    head, _, tail = text.rpartition(old)
+    return head + new + tail
+
+
 def reasoning_pairs(split: str) -> Iterator[dict[str, Any]]:
     """Pair k: question k // 12 of the (k % 12)-th demo task; the chosen reply is the rendered
-    target, the rejected one the same text with the gold answer replaced by a wrong one (records
-    whose target does not contain their answer verbatim, or with no wrong candidate, are
-    skipped)."""
+    target, the rejected one the same text with its last statement of the gold answer replaced
+    by a wrong one (records whose target does not contain their answer verbatim, or with no
+    wrong candidate, are skipped)."""
     names = sorted(TRAIN_SIZES)
     made = k = 0
     while made < PAIRS[split]:
@@ -60,7 +66,7 @@ def reasoning_pairs(split: str) -> Iterator[dict[str, Any]]:
         yield {"prompt": [{"role": "user", "content": rendered["inputs"]}],
                "chosen": [{"role": "assistant", "content": rendered["targets"]}],
                "rejected": [{"role": "assistant",
-                             "content": rendered["targets"].replace(gold, wrong)}]}
+                             "content": replace_last(rendered["targets"], gold, wrong)}]}
 
 
 @flantune.preference_task("dpo_reasoning")

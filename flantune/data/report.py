@@ -15,6 +15,7 @@ import seqio
 
 from flantune.data.chat.tasks import chat_task_for
 from flantune.data.mixtures import get_provider
+from flantune.data.preference.tasks import preference_task_for
 from flantune.data.stream import ExampleStream
 from flantune.data.tasks import flan_task_for
 
@@ -64,17 +65,33 @@ def _describe_rate(rate: Any) -> str:
 def _skipped(task_name: str, split: str) -> list[tuple[str, str]]:
     """The records a flantune task's source left out of ``split`` (none for plain seqio)."""
     entry = flan_task_for(task_name)
-    task = entry[0] if entry is not None else chat_task_for(task_name)
+    task = entry[0] if entry is not None else (chat_task_for(task_name)
+                                               or preference_task_for(task_name))
     return list(task.source(split).skipped) if task is not None else []
 
 
 def _too_long(example: Mapping[str, Any], lengths: Mapping[str, int]) -> bool:
     """Whether a feature converter would cut ``example`` (a conversation: to the sum of the
-    lengths, the decoder's sequence length)."""
+    lengths, the decoder's sequence length; a preference pair: both sequences to the row)."""
+    if "chosen" in example:
+        return len(example["chosen"]) + len(example["rejected"]) - 2 > sum(lengths.values())
     if "loss_weights" in example:
         return len(example["targets"]) > sum(lengths.values())
     return any(len(example[f]) > lengths[f] for f in ("inputs", "targets")
                if f in example and f in lengths)
+
+
+def _as_sequences(example: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A preference pair as the report counts it: the prompt as inputs, both completions as
+    targets (all trained), the two sequences' tokens as the total; other examples unchanged."""
+    if "chosen" not in example:
+        return example
+    prompt = int(example["prompt_length"])
+    completions = np.r_[example["chosen"][prompt:], example["rejected"][prompt:]]
+    return {"inputs": example["chosen"][:prompt], "targets": completions,
+            "loss_weights": np.ones(completions.size), "pair_tokens": len(example["chosen"])
+            + len(example["rejected"]), "chosen": example["chosen"],
+            "rejected": example["rejected"]}
 
 
 def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train", seed: int = 0,
@@ -99,13 +116,14 @@ def mixture_report(name: str, *, num_examples: int = 2000, split: str = "train",
 
     members = []
     for task_id, task_name in enumerate(stream.task_names):
-        mine = per_task.get(task_id, [])
+        mine = [_as_sequences(e) for e in per_task.get(task_id, [])]
         inputs = [len(e["inputs"]) for e in mine if "inputs" in e]
         targets = [len(e["targets"]) for e in mine if "targets" in e]
         truncated = sum(_too_long(e, lengths) for e in mine)
         trained = sum(int(np.sum(e["loss_weights"])) if "loss_weights" in e
                       else len(e["targets"]) for e in mine)
-        total = sum(len(e["targets"]) + len(e.get("inputs", ())) + ("decoder_start" in e)
+        total = sum(e["pair_tokens"] if "pair_tokens" in e else
+                    len(e["targets"]) + len(e.get("inputs", ())) + ("decoder_start" in e)
                     for e in mine)
         members.append(MemberReport(
             task=task_name, rate=rates[task_name], expected_share=float(stream.shares[task_id]),

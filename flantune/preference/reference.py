@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,7 +80,7 @@ def load_reference(config: PreferenceConfig, context: ObjectiveContext,
                    show=print) -> Reference:
     """The run's reference model (see the module docstring)."""
     run = context.config
-    plain = ModelSpec.from_config(run.model)
+    plain = context.base_spec
     kind = resolve_kind(config, context.spec.adapter is not None)
     if kind == ADAPTER_DISABLED:
         return Reference(kind=kind, path="the adapter run's base", spec=plain, params=None,
@@ -184,7 +185,7 @@ class ReferenceCache:
                     return
                 steps, offsets = stored["steps"], stored["offsets"]
                 chosen, rejected = stored["chosen"], stored["rejected"]
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise PreferenceReferenceError(
                 f"{self.path} is damaged ({type(err).__name__}: {err}); delete "
                 "it to compute the reference log-probabilities again.") from None

@@ -191,6 +191,10 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
     is_chief = process == 0
 
     spec = ModelSpec.from_config(config.model, config.adapter)
+    # The model without adapter, for an objective's reference (built outside the activation
+    # rules: abstract NNX models built under them get invalid mesh specs).
+    base_spec = (ModelSpec.from_config(config.model)
+                 if config.objective is not None and config.adapter is not None else spec)
     optimizer, schedule = make_optimizer(config.optimizer)
     data = BatchIterator(
         config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
@@ -209,7 +213,8 @@ def _train(config: TrainConfig, mesh, rules, on_step) -> TrainResult:
         start = int(jax.device_get(state["step"]))
         full_shardings = spec.join(shardings["params"], base_shardings)
         prepared = _prepare_objective(config, ObjectiveContext(
-            config=config, spec=spec, mesh=mesh, rules=rules, frozen=frozen,
+            config=config, spec=spec, base_spec=base_spec, mesh=mesh, rules=rules,
+            frozen=frozen,
             frozen_shardings=base_shardings, param_shardings=full_shardings, data=data,
             start=start))
         step_fn = jax.jit(

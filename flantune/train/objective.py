@@ -48,6 +48,7 @@ class ObjectiveContext:
 
     config: Any  # the TrainConfig
     spec: Any  # the policy's ModelSpec
+    base_spec: Any  # the same model without adapter (= spec without one)
     mesh: Mesh
     rules: Any
     frozen: PyTree  # an adapter run's frozen base parameters ({} otherwise)

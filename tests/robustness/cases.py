@@ -635,9 +635,68 @@ def chat_cases() -> list[Case]:
     ]
 
 
+# ------------------------------------------------------------------------------- preference
+
+GOOD_PAIR = {"prompt": "2 + 2 =", "chosen": " 4", "rejected": " 5"}
+
+
+def _damaged_objective_record(directory: Path):
+    from flantune.preference.reference import check_or_write_record
+
+    (directory / "objective.json").write_text('{"format": 1, "preference": {')
+    check_or_write_record(str(directory), {"preference": {}, "reference": {}}, resuming=True)
+
+
+def _damaged_reference_cache(directory: Path):
+    from flantune.preference.reference import ReferenceCache
+
+    cache = ReferenceCache(str(directory), key="k")
+    cache.path.parent.mkdir(parents=True)
+    cache.path.write_bytes(b"PK\x03\x04 not a zip archive")
+    cache.load()
+
+
+def _instruction_task_in_a_preference_run(directory: Path):
+    import flantune.tasks  # noqa: F401  (registers the demo tasks)
+    from flantune.preference import PreferenceObjective
+
+    PreferenceObjective().converter("decoder", pack=True, mixture_or_task="chat_alpaca")
+
+
+def preference_cases() -> list[Case]:
+    cat = "preference"
+    return [
+        _source_case("pair: chosen and rejected identical", cat, "s.jsonl",
+                     _jsonl(GOOD_PAIR, {**GOOD_PAIR, "rejected": " 4"}, GOOD_PAIR), "jsonl", 2,
+                     2, ("identical",), format="preference"),
+        _source_case("pair: empty completion", cat, "t.jsonl",
+                     _jsonl(GOOD_PAIR, {**GOOD_PAIR, "chosen": " "}, GOOD_PAIR), "jsonl", 2, 2,
+                     ("chosen completion is empty",), format="preference"),
+        _source_case("pair: completions of different kinds", cat, "u.jsonl",
+                     _jsonl(GOOD_PAIR, {**GOOD_PAIR, "chosen": [{"role": "assistant",
+                                                                 "content": "4"}]}, GOOD_PAIR),
+                     "jsonl", 2, 2, ("both be strings or both be message lists",),
+                     format="preference"),
+        _source_case("hh transcript without turns", cat, "v.jsonl",
+                     _jsonl({"chosen": "\n\nHuman: a\n\nAssistant: b",
+                             "rejected": "\n\nHuman: a\n\nAssistant: c"},
+                            {"chosen": "no turns here", "rejected": "none"},
+                            {"chosen": "\n\nHuman: a\n\nAssistant: b",
+                             "rejected": "\n\nHuman: a\n\nAssistant: d"}),
+                     "jsonl", 2, 2, ("'chosen' must start with",), format="hh_preference"),
+        Case("damaged objective.json on resume", cat, _damaged_objective_record,
+             ("objective.json", "damaged", "restore it")),
+        Case("damaged reference log-prob cache", cat, _damaged_reference_cache,
+             ("process_0.npz", "damaged", "delete it")),
+        Case("instruction task in a preference run", cat, _instruction_task_in_a_preference_run,
+             ("chat_alpaca", "not preference tasks", "@flantune.preference_task")),
+    ]
+
+
 def all_cases() -> list[Case]:
     return [*source_cases(), *file_cases(), *template_cases(), *gin_cases(),
-            *vocabulary_cases(), *checkpoint_cases(), *adapter_cases(), *chat_cases()]
+            *vocabulary_cases(), *checkpoint_cases(), *adapter_cases(), *chat_cases(),
+            *preference_cases()]
 
 
 def run_case(case: Case, directory: Path) -> Outcome:
