@@ -199,6 +199,10 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         rows, stats = self.converter.convert(examples, self.task_feature_lengths)
         self.stats = self.stats.merge(stats)
         num_rows = len(next(iter(rows.values())))
+        if num_rows == 0:  # every example left out: reading on would never yield a batch
+            raise DataError(
+                f"A window of {len(examples)} examples of '{self.stream.name}' gave no rows: "
+                f"{stats.truncation_summary() or 'every example was left out'}")
         order = rng_for(self.seed, "rows", self.stream.process_index,
                         self.stream.process_count, self._state.window).permutation(num_rows)
         self._rows = {name: array[order] for name, array in rows.items()}

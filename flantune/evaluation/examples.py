@@ -17,6 +17,7 @@ import seqio
 from flantune.data.chat.tasks import ChatTask, chat_task_for
 from flantune.data.errors import DataError
 from flantune.data.mixtures import leaf_tasks
+from flantune.data.preference.tasks import preference_task_for
 from flantune.data.tasks import flan_task_for, token_length_fn
 
 
@@ -88,6 +89,11 @@ def load_examples(task_name: str, split: str, max_examples: int | None = None
     if split not in task.splits:
         raise TaskEvalError(task_name, f"has no split '{split}' (its splits: "
                                        f"{list(task.splits)}); evaluate another split.")
+    if preference_task_for(task_name) is not None:
+        raise TaskEvalError(task_name, "is a preference task (prompt, chosen, rejected): it has "
+                                       "no single reference to decode; its held-out pairs are "
+                                       "scored in the preference run (PreferenceConfig."
+                                       "eval_split). Evaluate an instruction or chat task.")
     chat = chat_task_for(task_name)
     if chat is not None:
         return _chat_examples(chat, split, max_examples)

@@ -61,6 +61,11 @@ class PreferenceEvaluation:
                 examples.append(example)
         rows, self.stats = PreferenceFeatureConverter(pack=run.pack).convert(
             examples, run.task_feature_lengths)
+        if not self.stats.rows:
+            raise DataError(f"PreferenceConfig.eval_split = {split!r}: no held-out pair of "
+                            f"{self.tasks} fits the rows (of {len(examples)} pairs: "
+                            f"{self.stats.truncation_summary() or 'none'}); raise "
+                            "TASK_FEATURE_LENGTHS['targets'] or set eval_split = None.")
         size = config.eval_batch_size or run.batch_size
         partitioning.check_batch_size(size, mesh)
         total = -(-self.stats.rows // size) * size

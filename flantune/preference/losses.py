@@ -7,8 +7,9 @@ completion tokens (loss weight 1) of ``log p(token)``, in float32, as TRL sums t
 The losses follow TRL's ``DPOTrainer`` (``loss_type`` sigmoid, ipo, hinge) on
 ``delta = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)``:
 
-- sigmoid: ``-log sigmoid(beta * delta)``; with label smoothing e (conservative DPO, Mitchell
-  2023) ``-(1 - e) log sigmoid(beta * delta) - e log sigmoid(-beta * delta)``;
+- sigmoid: ``-log sigmoid(beta * delta)``; with label smoothing e, conservative DPO (Mitchell
+  2023; TRL's sigmoid loss before 1.0, TRL 1.16's sigmoid has no smoothing)
+  ``-(1 - e) log sigmoid(beta * delta) - e log sigmoid(-beta * delta)``;
 - ipo: ``(delta_avg - 1 / (2 beta))^2``, the log-ratios averaged over each completion's tokens;
 - hinge: ``relu(1 - beta * delta)``.
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 import flantune.partitioning as partitioning
 from flantune.data.errors import DataError
@@ -21,6 +23,7 @@ from flantune.data.mixtures import get_provider, task_shares
 from flantune.data.preference.converter import PreferenceFeatureConverter
 from flantune.data.preference.tasks import preference_task_for
 from flantune.evaluation.scoring import gather, process_rows
+from flantune.models.config import config_to_dict
 from flantune.preference.config import PreferenceConfig
 from flantune.preference.losses import (
     REFERENCE_FEATURES,
@@ -37,11 +40,12 @@ from flantune.preference.reference import (
 )
 from flantune.train.objective import ObjectiveContext, PreparedObjective
 from flantune.train.state import ModelSpec
-from flantune.train.step import model_inputs
+from flantune.train.step import model_inputs, uses_dropout
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
 ADAPTER_DISABLED, PARAMS, PRECOMPUTED = "adapter_disabled", "params", "precomputed"
+SAVE_EVERY = 200  # precomputed batches between saves of the cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +124,11 @@ class PreferenceObjective:
         from flantune.preference.evaluation import PreferenceEvaluation
 
         config, run = self.config, context.config
+        if uses_dropout(context.spec) and jax.process_index() == 0:
+            context.show("Preference tuning with dropout on (DROPOUT_RATE or LORA_DROPOUT > 0): "
+                         "the policy is scored with dropout, the reference without, so they "
+                         "differ before the first update and the rewards are biased; TRL "
+                         "disables dropout (set both to 0.0).")
         reference = load_reference(config, context, context.show)
         resuming = context.start > 0 or _has_checkpoints(run.model_dir)
         check_or_write_record(run.model_dir, objective_record(config, reference), resuming)
@@ -134,7 +143,8 @@ class PreferenceObjective:
                                      reference_shardings=reference.shardings,
                                      evaluation=evaluation)
         cache = ReferenceCache(run.model_dir, ReferenceCache.make_key(
-            context.data.fingerprint, run.batch_size, reference.fingerprint))
+            context.data.fingerprint, run.batch_size, reference.fingerprint,
+            config_to_dict(run.model)))
         cache.load()
         _precompute(cache, scoring, reference, context)
         if evaluation is not None:
@@ -173,24 +183,39 @@ def reference_scorer(scoring: PairStep, reference: Reference, context: Objective
     return score
 
 
+def _missing_anywhere(steps: range, cache: ReferenceCache) -> list[int]:
+    """The steps some process's cache lacks: scoring is a collective, so every process scores
+    the same steps (its own rows of them)."""
+    flags = np.asarray([s not in cache.values for s in steps], np.int32)
+    if jax.process_count() > 1 and flags.size:
+        flags = np.asarray(multihost_utils.process_allgather(flags)).max(axis=0)
+    return [s for s, missing in zip(steps, flags, strict=True) if missing]
+
+
 def _precompute(cache: ReferenceCache, scoring: PairStep, reference: Reference,
-                context: ObjectiveContext) -> None:
-    """Scores the reference on the training batches of steps [start, TRAIN_STEPS) that the
-    cache lacks, then saves the cache."""
+                context: ObjectiveContext, save_every: int = SAVE_EVERY) -> None:
+    """Scores the reference on the training batches of steps [start, TRAIN_STEPS) that a
+    process's cache lacks, saving the cache every ``save_every`` batches and at the end."""
     steps = range(context.start, context.config.train_steps)
-    missing = [s for s in steps if s not in cache.values]
+    missing = set(_missing_anywhere(steps, cache))
     if not missing:
         return
     if jax.process_index() == 0:
         context.show(f"Precomputing the reference log-probabilities of {len(missing)} training "
-                     f"batches (steps {missing[0] + 1}..{missing[-1] + 1}) into "
+                     f"batches (steps {min(missing) + 1}..{max(missing) + 1}) into "
                      f"{cache.path.parent}")
     score = reference_scorer(scoring, reference, context)
     batches = context.data.fork()
+    done = 0
     for step in steps:
         local = next(batches)
-        if step in cache.values:
+        if step not in missing:
             continue
         chosen, rejected = score(local)
         cache.store(step, local, chosen, rejected)
+        done += 1
+        if done % save_every == 0:
+            cache.save()  # a preemption keeps what was scored
+        if done == len(missing):
+            break
     cache.save()

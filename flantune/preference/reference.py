@@ -85,7 +85,9 @@ def load_reference(config: PreferenceConfig, context: ObjectiveContext,
     if kind == ADAPTER_DISABLED:
         return Reference(kind=kind, path="the adapter run's base", spec=plain, params=None,
                          shardings=None, fingerprint=base_fingerprint(context.frozen))
-    shardings = context.param_shardings
+    # The plain model's parameters: an adapter run's frozen tree has their paths.
+    shardings = (context.frozen_shardings if context.spec.adapter is not None
+                 else context.param_shardings)
     if kind == INITIAL and not run.initial_checkpoint_path:
         path = RANDOM_BASE.format(seed=run.seed)
         if jax.process_index() == 0:
@@ -113,6 +115,18 @@ def objective_record(config: PreferenceConfig, reference: Reference) -> dict[str
                           "fingerprint": reference.fingerprint}}
 
 
+def _binding(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a resumed run must keep: the loss, its settings and the reference's weights (its
+    fingerprint; the path may be written another way). Evaluation and precomputation may
+    change."""
+    settings = record.get("preference", {}) or {}
+    reference = record.get("reference", {}) or {}
+    return {"loss": settings.get("loss"), "beta": settings.get("beta"),
+            "label_smoothing": settings.get("label_smoothing"),
+            "reference kind": reference.get("kind"),
+            "reference fingerprint": reference.get("fingerprint")}
+
+
 def check_or_write_record(model_dir: str, record: Mapping[str, Any], resuming: bool) -> None:
     """Writes MODEL_DIR/objective.json, or on resume checks the run has the recorded
     settings and reference."""
@@ -130,8 +144,9 @@ def check_or_write_record(model_dir: str, record: Mapping[str, Any], resuming: b
                 f"{path} is damaged ({err}); it records the run's preference "
                 "settings and reference: restore it from a copy of the "
                 "run.") from None
-        differences = [f"{key}: recorded {stored.get(key)!r}, now {record[key]!r}"
-                       for key in ("preference", "reference") if stored.get(key) != record[key]]
+        differences = [f"{key}: recorded {_binding(stored).get(key)!r}, now "
+                       f"{_binding(record)[key]!r}" for key in _binding(record)
+                       if _binding(stored).get(key) != _binding(record)[key]]
         if differences:
             raise PreferenceReferenceError(
                 f"Resuming {model_dir} with other preference settings than it "
@@ -169,11 +184,22 @@ class ReferenceCache:
         self.path = (absolute_path(model_dir) / CACHE_DIR
                      / f"process_{jax.process_index()}.npz")
         self.values: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.checksums: dict[int, str] = {}
 
     @staticmethod
-    def make_key(data_fingerprint: str, batch_size: int, reference_fingerprint: str) -> str:
-        text = json.dumps([FORMAT, data_fingerprint, batch_size, reference_fingerprint])
+    def make_key(data_fingerprint: str, batch_size: int, reference_fingerprint: str,
+                 model: Mapping[str, Any]) -> str:
+        text = json.dumps([FORMAT, data_fingerprint, batch_size, reference_fingerprint,
+                           dict(model)], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @staticmethod
+    def batch_checksum(batch: Mapping[str, np.ndarray]) -> str:
+        """A digest of the tokens and loss weights the values were computed on."""
+        digest = hashlib.sha256()
+        for name in ("decoder_target_tokens", "decoder_loss_weights", "decoder_segment_ids"):
+            digest.update(np.ascontiguousarray(batch[name], np.int32).tobytes())
+        return digest.hexdigest()[:16]
 
     def load(self) -> None:
         """Reads the cache file if it belongs to this run (another key: started afresh)."""
@@ -185,13 +211,15 @@ class ReferenceCache:
                     return
                 steps, offsets = stored["steps"], stored["offsets"]
                 chosen, rejected = stored["chosen"], stored["rejected"]
+                checksums = [str(c) for c in stored["checksums"]]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise PreferenceReferenceError(
                 f"{self.path} is damaged ({type(err).__name__}: {err}); delete "
-                "it to compute the reference log-probabilities again.") from None
+                f"{self.path.parent} to compute the reference log-probabilities again.") from None
         for i, step in enumerate(steps):
             part = slice(int(offsets[i]), int(offsets[i + 1]))
             self.values[int(step)] = (chosen[part], rejected[part])
+            self.checksums[int(step)] = checksums[i]
 
     def save(self) -> None:
         """Writes the cache atomically (a rename)."""
@@ -202,7 +230,8 @@ class ReferenceCache:
         np.savez(buffer, key=np.asarray(self.key), steps=np.asarray(steps, np.int64),
                  offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
                  chosen=np.concatenate([self.values[s][0] for s in steps] or [empty]),
-                 rejected=np.concatenate([self.values[s][1] for s in steps] or [empty]))
+                 rejected=np.concatenate([self.values[s][1] for s in steps] or [empty]),
+                 checksums=np.asarray([self.checksums[s] for s in steps], dtype="U16"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_bytes(buffer.getvalue())
@@ -213,20 +242,21 @@ class ReferenceCache:
         valid = pair_valid(batch)
         self.values[step] = (np.asarray(chosen, np.float32)[valid],
                              np.asarray(rejected, np.float32)[valid])
+        self.checksums[step] = self.batch_checksum(batch)
 
     def features(self, batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
         """``batch`` with the reference log-probabilities of step ``step`` added."""
         if step not in self.values:
             raise PreferenceReferenceError(
                 f"No precomputed reference log-probabilities for step {step} in "
-                f"{self.path}; delete it to compute them again.")
+                f"{self.path}; delete {self.path.parent} to compute them again.")
         valid = pair_valid(batch)
         chosen, rejected = self.values[step]
-        if chosen.size != int(valid.sum()):
+        if self.checksums.get(step) != self.batch_checksum(batch):
             raise PreferenceReferenceError(
-                f"{self.path} holds {chosen.size} pairs for step {step}, the "
-                f"batch {int(valid.sum())}: the data changed since they were "
-                "computed; delete the file to compute them again.")
+                f"{self.path} holds reference log-probabilities of other tokens than step "
+                f"{step}'s batch: the data (records, template, tokenizer) changed since they "
+                f"were computed; delete {self.path.parent} to compute them again.")
         out = dict(batch)
         for name, values in (("reference_chosen_logps", chosen),
                              ("reference_rejected_logps", rejected)):

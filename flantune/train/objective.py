@@ -74,7 +74,7 @@ class PreparedObjective:
 class TrainObjective(Protocol):
     """The loop's handle on an objective (``TrainConfig.objective``)."""
 
-    def converter(self, family: str, *, pack: bool, task_names: list[str]) -> Any:
+    def converter(self, family: str, *, pack: bool, mixture_or_task: str) -> Any:
         """The feature converter of the run's batches (checks the mixture's tasks)."""
         ...
 

@@ -119,3 +119,26 @@ def test_sums_average_over_pairs_and_split_by_task():
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(PreferenceConfigError, match=message):
         PreferenceConfig(**options)
+
+
+def test_the_reference_cache_refuses_values_of_other_tokens(tmp_path):
+    from flantune.preference import PreferenceReferenceError
+    from flantune.preference.reference import ReferenceCache
+
+    _, rows, logits = _batch(3)
+    scored = pair_log_probs(logits, rows)
+    cache = ReferenceCache(str(tmp_path), key="k")
+    cache.store(0, rows, np.asarray(scored["chosen"]), np.asarray(scored["rejected"]))
+    cache.save()
+    again = ReferenceCache(str(tmp_path), key="k")
+    again.load()
+    features = again.features(dict(rows), 0)
+    valid = np.asarray(scored["valid"])
+    np.testing.assert_array_equal(features["reference_chosen_logps"][valid],
+                                  np.asarray(scored["chosen"])[valid])
+    other = dict(rows, decoder_target_tokens=np.roll(rows["decoder_target_tokens"], 1, axis=1))
+    with pytest.raises(PreferenceReferenceError, match="other tokens than step 0"):
+        again.features(other, 0)
+    stale = ReferenceCache(str(tmp_path), key="another run")
+    stale.load()
+    assert stale.values == {}

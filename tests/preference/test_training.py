@@ -89,11 +89,10 @@ def test_precomputed_reference_and_resume_give_the_same_run_bit_for_bit(tmp_path
     assert (tmp_path / "pre" / "reference_logps" / "process_0.npz").exists()
     _, second = _metrics(_config(tmp_path / "pre", precompute, train_steps=6))
     assert sorted(second) == [4, 5, 6]
+    # The resumed run (its state, data position and cached reference restored) continues as
+    # the uninterrupted one with the reference in the step.
     for step in range(1, 7):
         assert {**first, **second}[step]["loss"] == straight[step]["loss"], step
-    _, resumed = _metrics(_config(tmp_path / "straight", train_steps=8))
-    _, longer = _metrics(_config(tmp_path / "long", train_steps=8))
-    assert [resumed[s]["loss"] for s in (7, 8)] == [longer[s]["loss"] for s in (7, 8)]
 
 
 @pytest.mark.slow
@@ -121,6 +120,18 @@ def test_lora_reference_is_the_base_with_the_adapter_switched_off(tmp_path):
         train(_config(tmp_path, adapter=lora, train_steps=6, objective=None))
 
 
+@pytest.mark.slow
+def test_an_adapter_run_scores_a_reference_checkpoint(tmp_path):
+    train(_config(tmp_path / "full", train_steps=3))  # a checkpoint to start from
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0)
+    preference = PreferenceConfig(reference=str(tmp_path / "full"), eval_split=None)
+    _, logged = _metrics(_config(tmp_path / "lora", preference, adapter=lora, train_steps=2,
+                                 initial_checkpoint_path=str(tmp_path / "full")))
+    assert logged[1]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # reference = base
+    record = json.loads((tmp_path / "lora" / "objective.json").read_text())
+    assert record["reference"]["kind"] == "params"
+
+
 def test_misconfigured_runs_fail_before_the_first_step(tmp_path):
     t5 = T5Config(vocab_size=8000, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
                   num_encoder_layers=1, num_decoder_layers=1)
@@ -143,3 +154,10 @@ def test_misconfigured_runs_fail_before_the_first_step(tmp_path):
 
         train(_config(tmp_path / "f", step=dataclasses.replace(
             StepConfig(), loss=LossConfig(z_loss=1e-3))))
+
+
+def test_decode_evaluation_of_a_preference_task_is_refused_with_the_reason():
+    from flantune.evaluation.examples import TaskEvalError, load_examples
+
+    with pytest.raises(TaskEvalError, match=f"'{TASK}'.*preference task.*eval_split"):
+        load_examples(TASK, "validation")

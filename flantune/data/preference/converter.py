@@ -84,7 +84,9 @@ class PreferenceFeatureConverter(_Converter):
         prompt = example["prompt_length"]
         if isinstance(prompt, bool) or not isinstance(prompt, (int, np.integer)) or not (
                 0 <= prompt < min(chosen.size, rejected.size)):
-            raise DataError(f"{self._where(example, i)}: 'prompt_length' must be an int below "
+            where = self._where(example, i) + (f" ({example['record']})" if "record" in example
+                                               else "")
+            raise DataError(f"{where}: 'prompt_length' must be an int below "
                             f"both sequences' lengths ({chosen.size}, {rejected.size}); got "
                             f"{prompt!r}.")
         return chosen, rejected, int(prompt)
@@ -109,7 +111,7 @@ class PreferenceFeatureConverter(_Converter):
                                 "window but not in others; give every example a task_index or "
                                 "none.")
             kept = pair_budget(chosen.size - 1, rejected.size - 1, length)
-            if min(kept) < prompt:  # a cut sequence keeps no completion target
+            if min(kept) < max(prompt, 1):  # a cut sequence keeps no completion target
                 truncated["dropped_pairs"] += 1
                 continue
             sources.append(i)

@@ -98,6 +98,11 @@ class PreferenceTask(RecordTask):
             if err.path is not None:
                 raise
             raise RecordError(str(err), path=where, task=self.name) from None
+        if self.system_prompt is not None and not is_conversational(record):
+            raise RecordError("the task has a system_prompt, which only a conversational pair "
+                              "(message lists) can hold; this record is text: put the system "
+                              "text into its prompt, or give the task message records",
+                              path=where, task=self.name)
         if (self.system_prompt is not None and is_conversational(record)
                 and record["prompt"][0]["role"] != SYSTEM):
             record["prompt"] = [{"role": SYSTEM, "content": self.system_prompt},

@@ -92,3 +92,24 @@ def test_inputs_lengths_are_refused():
     with pytest.raises(DataError, match="no separate inputs"):
         PreferenceFeatureConverter().convert([pair([3], [4], [5])],
                                              {"inputs": 8, "targets": 8})
+
+
+def test_a_window_whose_pairs_are_all_left_out_is_an_error_not_a_hang(tmp_path):
+    import json
+
+    from flantune.data import BatchIterator, JsonlSource
+    from flantune.data.preference import preference_task
+    from flantune.data.vocabulary import DEFAULT_VOCABULARY
+
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "a long prompt " * 20, "chosen": " x",
+                                        "rejected": " y"}) + "\n" for _ in range(4)))
+
+    @preference_task("test_pref_hopeless", splits=("train",), vocabulary=DEFAULT_VOCABULARY)
+    def records(split):
+        return JsonlSource(path, format="preference", task="test_pref_hopeless")
+
+    batches = BatchIterator("test_pref_hopeless", task_feature_lengths={"targets": 16},
+                            batch_size=2, converter=PreferenceFeatureConverter(), window=8)
+    with pytest.raises(DataError, match="gave no rows.*left out"):
+        next(batches)
