@@ -23,6 +23,7 @@ from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig, TrainError, train
 from flantune.train.optimizers import OptimizerConfig, ScheduleConfig
 from flantune.train.step import StepConfig
+from tests.preference.sharded_cases import write_pairs
 
 MODEL = DecoderConfig(vocab_size=8000, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,
                       mlp_dim=64, num_layers=2)
@@ -32,12 +33,7 @@ TASK = "test_pref_train"
 @pytest.fixture(scope="module", autouse=True)
 def pairs_task(tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    with open(path, "w") as f:
-        for i in range(48):
-            f.write(json.dumps({
-                "prompt": [{"role": "user", "content": f"What is {i} plus one?"}],
-                "chosen": [{"role": "assistant", "content": f"{i + 1}"}],
-                "rejected": [{"role": "assistant", "content": f"Perhaps {i + 3}."}]}) + "\n")
+    write_pairs(str(path))
 
     @flantune.preference_task(TASK, vocabulary=HfTokenizerVocabulary(demo_chat_tokenizer_path()),
                               template="llama2", splits=("train", "validation"))

@@ -233,6 +233,15 @@ def register_chat_task(chat_task: ChatTask) -> ChatTask:
     return chat_task
 
 
+def check_registration(name: str, template: str | ChatTemplate | None) -> None:
+    """A task name SeqIO accepts and a known template (an unknown one fails at registration)."""
+    if not _VALID_NAME.match(name):
+        raise DataError(f"Task name '{name}' is not valid for SeqIO: use letters, digits, "
+                        "'_', ':' and '.' only.")
+    if template is not None and template != TOKENIZER_TEMPLATE:
+        get_chat_template(template)
+
+
 def chat_task(name: str, *, splits: Sequence[str] = ("train", "validation"),
               template: str | ChatTemplate | None = None, loss: str | None = None,
               system_prompt: str | None = None, record_fn: RecordFn | None = None,
@@ -240,11 +249,7 @@ def chat_task(name: str, *, splits: Sequence[str] = ("train", "validation"),
               postprocess_fn: Callable | None = None, metric_fns: Sequence[Callable] = (),
               seed: int = 0) -> Callable[[SourceFn], ChatTask]:
     """Registers the decorated ``fn(split)`` as a chat task (see :class:`ChatTask`)."""
-    if not _VALID_NAME.match(name):
-        raise DataError(f"Task name '{name}' is not valid for SeqIO: use letters, digits, "
-                        "'_', ':' and '.' only.")
-    if template is not None and template != TOKENIZER_TEMPLATE:
-        get_chat_template(template)  # an unknown name fails at registration
+    check_registration(name, template)
 
     def decorate(fn: SourceFn) -> ChatTask:
         task = ChatTask(name=name, source_fn=fn, splits=tuple(splits), record_fn=record_fn,

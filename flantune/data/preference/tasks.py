@@ -20,7 +20,6 @@ the completion's tokens. For decoder-only models, in the causal-LM convention of
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,16 +28,14 @@ import seqio
 import tensorflow as tf
 
 from flantune.data.chat.encoding import encode_conversation, encode_prompt, hf_vocabulary
-from flantune.data.chat.tasks import resolve_chat_template
-from flantune.data.chat.templates import TOKENIZER_TEMPLATE, ChatTemplate, get_chat_template
+from flantune.data.chat.tasks import check_registration, resolve_chat_template
+from flantune.data.chat.templates import ChatTemplate
 from flantune.data.errors import DataError, RecordError
 from flantune.data.formats import SYSTEM
 from flantune.data.hf_vocabulary import HfTokenizerVocabulary
 from flantune.data.preference.records import is_conversational, preference_of
 from flantune.data.tasks import RecordDataSource, RecordFn, RecordTask, SourceFn
 from flantune.data.vocabulary import DEFAULT_VOCABULARY
-
-_VALID_NAME = re.compile(r"^[\w.:]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,11 +232,7 @@ def preference_task(name: str, *, splits: Sequence[str] = ("train", "validation"
                     vocabulary: seqio.Vocabulary | None = None, seed: int = 0):
     """Registers the decorated ``fn(split)`` as a preference task (see
     :class:`PreferenceTask`)."""
-    if not _VALID_NAME.match(name):
-        raise DataError(f"Task name '{name}' is not valid for SeqIO: use letters, digits, "
-                        "'_', ':' and '.' only.")
-    if template is not None and template != TOKENIZER_TEMPLATE:
-        get_chat_template(template)  # an unknown name fails at registration
+    check_registration(name, template)
 
     def decorate(fn: SourceFn) -> PreferenceTask:
         task = PreferenceTask(name=name, source_fn=fn, splits=tuple(splits),
