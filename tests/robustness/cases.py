@@ -687,7 +687,7 @@ def preference_cases() -> list[Case]:
         Case("damaged objective.json on resume", cat, _damaged_objective_record,
              ("objective.json", "damaged", "restore it")),
         Case("damaged reference log-prob cache", cat, _damaged_reference_cache,
-             ("process_0.npz", "damaged", "delete it")),
+             ("process_0.npz", "damaged", "delete", "reference_logps")),
         Case("instruction task in a preference run", cat, _instruction_task_in_a_preference_run,
              ("chat_alpaca", "not preference tasks", "@flantune.preference_task")),
     ]
