@@ -53,12 +53,13 @@ def test_no_import_cycles():
 
 
 # Layers, lowest first: a module imports only from its own package and from lower layers
-# (data -> models -> partitioning -> train / decoding -> evaluation -> cli).
+# (data -> models -> partitioning -> train / decoding -> evaluation -> preference -> cli).
 LAYERS = {
     "flantune.host_memory": 0, "flantune.quiet_tensorflow": 0, "flantune.testing": 0,
     "flantune.data": 1, "flantune.metrics": 2, "flantune.models": 2,
     "flantune.partitioning": 3, "flantune.peft": 3, "flantune.decoding": 4, "flantune.train": 4,
-    "flantune.evaluation": 5, "flantune.export": 5, "flantune.sweep": 6, "flantune.inspect_view": 6,
+    "flantune.evaluation": 5, "flantune.export": 5, "flantune.preference": 6,
+    "flantune.sweep": 6, "flantune.inspect_view": 6,
     "flantune.gin_checks": 6, "flantune.gin_config": 7, "flantune.cli": 8, "flantune": 9,
 }
 

@@ -4,7 +4,8 @@ precomputed log-probabilities), trained by flantune's own step and loop."""
 
 from flantune.preference.config import PreferenceConfig, PreferenceConfigError
 from flantune.preference.losses import pair_log_probs, pair_losses, pair_metrics, pair_sums
-from flantune.preference.objective import PairStep, PreferenceObjective
+from flantune.preference.objective import PreferenceObjective
+from flantune.preference.pair_step import PairStep
 from flantune.preference.reference import PreferenceReferenceError
 
 __all__ = [

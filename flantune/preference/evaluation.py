@@ -23,7 +23,7 @@ from flantune.data.preference.converter import PreferenceFeatureConverter
 from flantune.data.preference.tasks import preference_task_for
 from flantune.evaluation.scoring import process_rows
 from flantune.preference.config import PreferenceConfig
-from flantune.preference.objective import PRECOMPUTED, PairStep, reference_scorer
+from flantune.preference.pair_step import PRECOMPUTED, PairStep, reference_scorer
 from flantune.preference.reference import Reference
 from flantune.train.metric_writers import MetricWriter
 from flantune.train.objective import ObjectiveContext
