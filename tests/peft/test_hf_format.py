@@ -97,7 +97,9 @@ def test_flantune_adapter_exported_loads_into_peft_without_warnings(family, tmp_
         loaded = peft.PeftModel.from_pretrained(_hf_model(family), str(tmp_path / "export"))
     messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "key" in m.lower() or "adapter" in m.lower()], messages
-    np.testing.assert_allclose(_hf_logits(loaded.eval(), family, inputs), ours, atol=1e-5,
+    # float32 logits of order 1 through a whole model: one element in ~2,000 may differ by
+    # 1.04e-5 from run to run (the same arithmetic in another summation order).
+    np.testing.assert_allclose(_hf_logits(loaded.eval(), family, inputs), ours, atol=2e-5,
                                rtol=0)
     # And back: importing the export gives the same adapter.
     again_config, again = load_peft_adapter(tmp_path / "export", config)

@@ -14,7 +14,8 @@ CASES = all_cases()
 def test_the_suite_covers_every_kind_of_input():
     categories = {c.category for c in CASES}
     assert categories == {"file sources", "conversation records", "templates", "gin bindings",
-                          "vocabulary files", "checkpoints", "adapters", "chat"}
+                          "vocabulary files", "checkpoints", "adapters", "chat",
+                          "preference"}
     assert len(CASES) >= 30
 
 

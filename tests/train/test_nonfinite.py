@@ -24,15 +24,15 @@ def _poisoned(steps: set[int]):
     """make_train_step whose batch weights are NaN at the given (0-based) steps."""
     original = make_train_step
 
-    def make(spec, optimizer, schedule, config):
-        inner = original(spec, optimizer, schedule, config)
+    def make(spec, optimizer, schedule, config, objective=None):
+        inner = original(spec, optimizer, schedule, config, objective)
         poisoned = jnp.asarray(sorted(steps) or [-1])
 
-        def step(state, batch, frozen=None):
+        def step(state, batch, frozen=None, reference=None):
             hit = jnp.any(state["step"] == poisoned)
             weights = batch["decoder_loss_weights"].astype(jnp.float32)
             batch = {**batch, "decoder_loss_weights": jnp.where(hit, jnp.nan, 1.0) * weights}
-            return inner(state, batch, frozen)
+            return inner(state, batch, frozen, reference)
 
         return step
 
