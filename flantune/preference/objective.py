@@ -85,8 +85,9 @@ class PreferenceObjective:
                          "differ before the first update and the rewards are biased; TRL "
                          "disables dropout (set both to 0.0).")
         reference = load_reference(config, context, context.show)
-        resuming = context.start > 0 or _has_checkpoints(run.model_dir)
-        check_or_write_record(run.model_dir, objective_record(config, reference), resuming)
+        # A checkpoint in MODEL_DIR is at step >= 1, so the restored start says it all.
+        check_or_write_record(run.model_dir, objective_record(config, reference),
+                              resuming=context.start > 0)
         num_tasks = len(context.data.task_names)
         source = ADAPTER_DISABLED if reference.kind == ADAPTER_DISABLED else PARAMS
         scoring = PairStep(config, source, reference.spec, num_tasks)
@@ -107,13 +108,6 @@ class PreferenceObjective:
             evaluation.reference = None
         return PreparedObjective(step=PairStep(config, PRECOMPUTED, None, num_tasks),
                                  add_features=cache.features, evaluation=evaluation)
-
-
-def _has_checkpoints(model_dir: str) -> bool:
-    from flantune.train.checkpoint_kinds import absolute_path
-
-    directory = absolute_path(model_dir)
-    return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def _missing_anywhere(steps: range, cache: ReferenceCache) -> list[int]:
