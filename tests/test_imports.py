@@ -59,6 +59,7 @@ LAYERS = {
     "flantune.data": 1, "flantune.metrics": 2, "flantune.models": 2,
     "flantune.partitioning": 3, "flantune.peft": 3, "flantune.decoding": 4, "flantune.train": 4,
     "flantune.evaluation": 5, "flantune.export": 5, "flantune.preference": 6,
+    "flantune.selfinstruct": 6,
     "flantune.sweep": 6, "flantune.inspect_view": 6,
     "flantune.gin_checks": 6, "flantune.gin_config": 7, "flantune.cli": 8, "flantune": 9,
 }

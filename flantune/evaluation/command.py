@@ -7,8 +7,10 @@ Writes into EVAL_OUTPUT_DIR: ``metrics.json`` and ``metrics.md`` (eval) and one
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
+from jax.sharding import Mesh
 
 import flantune.partitioning as partitioning
 from flantune.evaluation.evaluator import EvalConfig, Evaluator
@@ -18,6 +20,8 @@ from flantune.train.adapter_checkpoints import load_adapted_params
 from flantune.train.checkpoint_kinds import CheckpointKindError, locate_checkpoint
 from flantune.train.checkpoints import CheckpointError, load_initial_params
 from flantune.train.state import ModelConfig, ModelSpec, placed
+
+PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,24 @@ def checkpoint_step(path: str) -> int | None:
         raise CheckpointError(str(err)) from None
 
 
+def load_params(checkpoint_path: str, adapter_path: str | None, model: ModelConfig,
+                mesh: Mesh, rules: partitioning.LogicalAxisRules
+                ) -> tuple[ModelSpec, PyTree, PyTree]:
+    """The model spec, parameters placed on ``mesh`` and their shardings, from a flantune or
+    Hugging Face checkpoint, with an adapter (an adapter run or a peft directory) on top when
+    ``adapter_path`` is given. Call inside ``partitioning.activation_rules(rules, mesh)``."""
+    def shardings_of(spec: ModelSpec):
+        return partitioning.param_shardings(spec.abstract_state, mesh, rules)
+
+    if adapter_path is not None:
+        return load_adapted_params(checkpoint_path, adapter_path, model, shardings_of)
+    spec = ModelSpec.from_config(model)
+    shardings = shardings_of(spec)
+    params = load_initial_params(checkpoint_path, placed(spec.abstract_params(), shardings),
+                                 role="CHECKPOINT_PATH", model=model)
+    return spec, params, shardings
+
+
 def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str, str]]:
     """Loads the checkpoint's parameters onto the mesh, evaluates (or only predicts), and writes
     the outputs; returns the results and the paths written."""
@@ -50,18 +72,8 @@ def run(config: EvalRun, *, infer: bool = False) -> tuple[EvalResults, dict[str,
         else tuple(config.rules)
     mesh = partitioning.make_mesh(config.mesh)
     with partitioning.activation_rules(rules, mesh):
-        def shardings_of(spec: ModelSpec):
-            return partitioning.param_shardings(spec.abstract_state, mesh, rules)
-
-        if config.adapter_path is not None:
-            spec, params, shardings = load_adapted_params(
-                config.checkpoint_path, config.adapter_path, config.model, shardings_of)
-        else:
-            spec = ModelSpec.from_config(config.model)
-            shardings = shardings_of(spec)
-            params = load_initial_params(config.checkpoint_path,
-                                         placed(spec.abstract_params(), shardings),
-                                         role="CHECKPOINT_PATH", model=config.model)
+        spec, params, shardings = load_params(config.checkpoint_path, config.adapter_path,
+                                              config.model, mesh, rules)
         evaluator = Evaluator(spec, config.eval, config.task_feature_lengths, mesh=mesh,
                               rules=rules, param_shardings=shardings)
         step_of = config.checkpoint_path if config.adapter_path is None else config.adapter_path
