@@ -351,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "CHECKPOINT_PATH, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, "
                         "EVAL_OUTPUT_DIR.".replace("{name}", name))
         _common_arguments(command)
+    self_instruct = commands.add_parser(
+        "self-instruct", help="bootstrap instruction data from a checkpoint and seed tasks",
+        description="Self-Instruct: generate instructions with a checkpoint, filter them "
+                    "(ROUGE-L novelty), classify them, generate and filter their instances; "
+                    "writes SELF_INSTRUCT_DIR/self_instruct.jsonl and a report, resumable. "
+                    "Configure with --gin_file=gin_configs/runs/self_instruct.gin and a model "
+                    "gin file; macros CHECKPOINT_PATH, SELF_INSTRUCT_DIR, SELF_INSTRUCT_TASKS.")
+    _common_arguments(self_instruct)
     # `convert` parses its own arguments (flantune.export.command); listed for --help.
     commands.add_parser("convert", add_help=False,
                         help="Hugging Face safetensors <-> flantune checkpoints "
@@ -477,6 +485,44 @@ def run_eval(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     return 0
 
 
+def run_self_instruct(args: argparse.Namespace, bindings: Sequence[str]) -> int:
+    from flantune import gin_config
+    from flantune.selfinstruct import SelfInstructError
+    from flantune.selfinstruct.command import run
+    from flantune.selfinstruct.output import TASKS_FILE
+    from flantune.train.checkpoints import CheckpointError
+
+    check_required_macros(("CHECKPOINT_PATH", "SELF_INSTRUCT_DIR"))
+    check_run_config("flantune.self_instruct_run.checkpoint_path",
+                     "gin_configs/runs/self_instruct.gin", args.gin_file)
+    try:
+        spec = gin_config.self_instruct_run()
+    except (ValueError, TypeError) as err:
+        raise CliError(f"Bad gin configuration: {err}") from None
+    warn_unused_settings(args.command, args.gin_file, bindings)
+
+    def progress(summary: dict) -> None:
+        print(f"round {summary['round']}: {summary.get('instructions_kept', 0)} of "
+              f"{summary.get('instructions_generated', 0)} instructions kept, "
+              f"{summary.get('tasks_kept', 0)} tasks with instances", file=sys.stderr)
+
+    try:
+        outcome = run(spec, on_round=progress)
+    except (CheckpointError, SelfInstructError) as err:
+        raise CliError(str(err)) from None
+    state = outcome.state
+    tokens_per_s = state.generated_tokens / outcome.seconds_generating \
+        if outcome.seconds_generating else 0.0
+    print(f"{len(state.tasks)} tasks in {state.rounds_done} rounds "
+          f"({tokens_per_s:.1f} generated tokens/s this run); "
+          f"{os.path.join(spec.config.output_dir, TASKS_FILE)}")
+    if outcome.prompts_cut:
+        print(f"flantune self-instruct: warning: {outcome.prompts_cut} prompt(s) were longer "
+              f"than SELF_INSTRUCT_INPUTS_LENGTH={spec.inputs_length} tokens and lost their "
+              "start; raise it if the model allows.", file=sys.stderr)
+    return 0
+
+
 def run_sweep_command(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     from flantune.sweep import SweepConfig, SweepError, run_sweep
     from flantune.sweep.grid import axes_from_mapping, parse_axis
@@ -539,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep_command(args, bindings)
         elif args.command in ("eval", "infer"):
             return run_eval(args, bindings)
+        elif args.command == "self-instruct":
+            return run_self_instruct(args, bindings)
     except (CliError, DataError) as err:
         print(f"flantune {argv[0] if argv else ''}: error: {err}", file=sys.stderr)
         return 2

@@ -22,6 +22,13 @@ from flantune.evaluation.evaluator import EvalConfig
 from flantune.models import gin_registry
 from flantune.peft.config import AdapterConfig, LoraConfig, PrefixConfig, PromptConfig
 from flantune.preference import PreferenceConfig, PreferenceObjective
+from flantune.selfinstruct import (
+    FilterConfig,
+    Sampling,
+    SelfInstructConfig,
+    register_self_instruct_task,
+)
+from flantune.selfinstruct.command import SelfInstructRun
 from flantune.train.checkpoints import CheckpointConfig
 from flantune.train.loop import TrainConfig
 from flantune.train.losses import LossConfig
@@ -30,7 +37,7 @@ from flantune.train.step import StepConfig
 
 for _cls in (OptimizerConfig, ScheduleConfig, LossConfig, StepConfig, CheckpointConfig,
              EvalConfig, DecodeConfig, LoraConfig, PrefixConfig, PromptConfig,
-             PreferenceConfig):
+             PreferenceConfig, SelfInstructConfig, Sampling, FilterConfig):
     gin.external_configurable(_cls, module="flantune")
 # Mixtures built from gin arguments, for ablations:
 # MIXTURE_OR_TASK_NAME = @flantune.ablation_mixture()
@@ -123,3 +130,30 @@ def eval_run(checkpoint_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED
                    model=model or _gin_model(), task_feature_lengths=dict(task_feature_lengths),
                    mesh=mesh or partitioning.MeshConfig(), rules=rules,
                    adapter_path=None if adapter_path is None else str(adapter_path))
+
+
+@gin.configurable(module="flantune")
+def self_instruct_run(config: SelfInstructConfig = gin.REQUIRED,
+                      checkpoint_path: str = gin.REQUIRED, adapter_path: str | None = None,
+                      model=None, inputs_length: int = 512, batch_size: int = 8,
+                      mesh: partitioning.MeshConfig | None = None,
+                      rules="data_parallel") -> SelfInstructRun:
+    """What ``flantune self-instruct`` runs (gin_configs/runs/self_instruct.gin)."""
+    return SelfInstructRun(config=config, checkpoint_path=str(checkpoint_path),
+                           model=model or _gin_model(),
+                           adapter_path=None if adapter_path is None else str(adapter_path),
+                           inputs_length=_as_int("SELF_INSTRUCT_INPUTS_LENGTH", inputs_length),
+                           batch_size=_as_int("SELF_INSTRUCT_BATCH_SIZE", batch_size),
+                           mesh=mesh or partitioning.MeshConfig(), rules=rules)
+
+
+@gin.configurable(module="flantune")
+def self_instruct_task(name: str = gin.REQUIRED, path: str = gin.REQUIRED,
+                       holdout_every: int = 5) -> str:
+    """Registers a Self-Instruct output file as the task ``name`` and returns the name:
+    ``MIXTURE_OR_TASK_NAME = @flantune.self_instruct_task()`` trains on it."""
+    from flantune.data.tasks import registered_flan_tasks
+
+    if name not in {t.name for t in registered_flan_tasks()}:
+        register_self_instruct_task(name, path, holdout_every=holdout_every)
+    return name
