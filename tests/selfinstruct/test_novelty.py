@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from rouge_score import rouge_scorer
 
 from flantune.selfinstruct.novelty import NoveltyIndex, rouge_l_fmeasure, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 WORDS = ("write a short poem about the ocean and moon at night give three reasons why people "
-         "like cats list some ideas for dinner explain how to") .split()
+         "like cats list some ideas for dinner explain how to").split()
 
 
 def reference(target: str, prediction: str) -> float:
@@ -163,9 +162,8 @@ def stream(seed: int, pool_size: int, candidates: int) -> tuple[list[str], list[
     return pool, out
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_sequential_decisions_equal_the_reference_loop(seed):
-    pool, candidates = stream(seed, 300, 300)
+def test_sequential_decisions_equal_the_reference_loop():
+    pool, candidates = stream(0, 300, 300)
     expected = reference_stream(pool, candidates)
     index = NoveltyIndex(pool)
     got = [index.check_and_add(c)[:2] for c in candidates]
