@@ -511,7 +511,7 @@ def run_self_instruct(args: argparse.Namespace, bindings: Sequence[str]) -> int:
     except (CheckpointError, SelfInstructError) as err:
         raise CliError(str(err)) from None
     state = outcome.state
-    tokens_per_s = state.generated_tokens / outcome.seconds_generating \
+    tokens_per_s = outcome.tokens_generated / outcome.seconds_generating \
         if outcome.seconds_generating else 0.0
     print(f"{len(state.tasks)} tasks in {state.rounds_done} rounds "
           f"({tokens_per_s:.1f} generated tokens/s this run); "

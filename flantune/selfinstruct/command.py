@@ -38,6 +38,7 @@ class RunOutcome:
     state: RunState
     seconds_generating: float
     prompts_cut: int
+    tokens_generated: int  # by this run (state.generated_tokens also counts resumed-from runs)
 
 
 class _Timed:
@@ -68,4 +69,4 @@ def run(spec: SelfInstructRun,
                                       batch_size=spec.batch_size, mesh=mesh, rules=rules)
         timed = _Timed(generator)
         state = self_instruct(spec.config, timed, on_round)
-    return RunOutcome(state, timed.seconds, generator.prompts_cut)
+    return RunOutcome(state, timed.seconds, generator.prompts_cut, generator.tokens)

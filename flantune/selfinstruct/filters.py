@@ -32,6 +32,9 @@ class FilterConfig:
     banned_prefixes: tuple[str, ...] = ("Write a program",)
 
     def __post_init__(self) -> None:
+        # gin binds lists; str.startswith and hashing need tuples.
+        object.__setattr__(self, "blacklist", tuple(self.blacklist))
+        object.__setattr__(self, "banned_prefixes", tuple(self.banned_prefixes))
         if not 1 <= self.min_words <= self.max_words:
             raise ValueError(f"FilterConfig: need 1 <= min_words ({self.min_words}) <= "
                              f"max_words ({self.max_words}).")

@@ -74,6 +74,7 @@ class DecodingGenerator:
         self.mesh, self.rules = mesh, rules
         self._predictors: dict[Sampling, Any] = {}
         self.prompts_cut = 0  # prompts longer than inputs_length (their start was dropped)
+        self.tokens = 0  # generated tokens, all calls
 
     def _predictor(self, sampling: Sampling) -> Any:
         from flantune.decoding import DecodeConfig
@@ -109,4 +110,5 @@ class DecodingGenerator:
             out.append(Generation(self.vocabulary.decode(ids),
                                   truncated=len(ids) >= sampling.max_new_tokens,
                                   num_tokens=len(ids)))
+        self.tokens += sum(g.num_tokens for g in out)
         return out

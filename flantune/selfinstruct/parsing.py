@@ -69,6 +69,7 @@ def _cut_next_task(text: str) -> tuple[str, bool]:
 
 
 def _input_output(chunk: str) -> Instance:
+    chunk = re.sub(r"^\s*[.:]", "", chunk)  # the rest of "Example 1:" after the prompt
     parts = _OUTPUT.split(chunk, maxsplit=1)
     if len(parts) == 2:
         inst_input, output = parts

@@ -103,7 +103,10 @@ class SelfInstruct:
         path = self.dir / STATE_FILE
         if not path.exists():
             return RunState()
-        saved = read_json(path)
+        try:
+            saved = read_json(path)
+        except ValueError as err:
+            raise SelfInstructError(str(err)) from None
         if saved.get("identity") != self._identity():
             raise SelfInstructError(
                 f"{path} belongs to a run with another configuration or seed set; resume it "

@@ -55,3 +55,11 @@ def test_one_input_with_two_outputs_drops_the_task():
     # Empty inputs may have different outputs (a task without input has many answers).
     assert filters.filter_instances([Instance("", "4"), Instance("", "5")]).task_rejection is None
     assert filters.filter_instances([Instance("x", "")]).task_rejection == "no_instances"
+
+
+def test_lists_from_gin_work_as_tuples():
+    config = filters.FilterConfig(blacklist=["cat"], banned_prefixes=["Tell me"])
+    assert filters.instruction_rejection("Tell me four things now", True, config) == \
+        "write_a_program"
+    assert filters.instruction_rejection("Describe the cat in detail", True, config) == \
+        "blacklist"

@@ -69,3 +69,8 @@ def test_output_first_instances():
         Instance("I love it", "Positive"), Instance("I hate it", "Negative")]
     assert parse_output_first(" Yes", truncated=False) == [Instance("", "Yes")]
     assert parse_output_first("", truncated=False) == []
+
+
+def test_a_colon_after_the_prompts_example_number_is_not_part_of_the_input():
+    assert parse_input_first(":\nInput: foo\nOutput: bar", truncated=False) == [
+        Instance("foo", "bar")]
